@@ -1,0 +1,140 @@
+/* The native timing loop: calls fn `loops` times per round through vectorcall and stores each
+ * round's length in nanoseconds. Calibration, statistics and defaults live in pyagentbench.timers. */
+#include "module.h"
+#include "clock.h"
+
+#include <string.h>
+
+/* PyErr_CheckSignals() is a load and a branch when no signal is pending; checking after every call
+ * keeps Ctrl-C prompt even when fn is a fast C function that never enters the eval loop. */
+
+static int
+parse_int64_buffer(PyObject *obj, Py_buffer *view)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) {
+        return -1;
+    }
+    if (view->itemsize != 8 || view->format == NULL ||
+        !(strcmp(view->format, "q") == 0 || strcmp(view->format, "@q") == 0 ||
+          strcmp(view->format, "=q") == 0 || strcmp(view->format, "l") == 0)) {
+        PyErr_Format(PyExc_TypeError, "time_rounds(): out must be a writable buffer of int64 "
+                                      "('q'), e.g. array.array('q')");
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+time_rounds(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        return PyErr_Format(PyExc_TypeError,
+                            "time_rounds() takes 5 arguments (fn, args, kwargs, loops, out), %zd given",
+                            nargs);
+    }
+    PyObject *fn = args[0], *call_args = args[1], *call_kwargs = args[2];
+    if (!PyCallable_Check(fn)) {
+        return PyErr_Format(PyExc_TypeError, "time_rounds(): fn must be callable, not %.100s",
+                            Py_TYPE(fn)->tp_name);
+    }
+    if (!PyTuple_Check(call_args)) {
+        return PyErr_Format(PyExc_TypeError, "time_rounds(): args must be a tuple, not %.100s",
+                            Py_TYPE(call_args)->tp_name);
+    }
+    if (call_kwargs != Py_None && !PyDict_Check(call_kwargs)) {
+        return PyErr_Format(PyExc_TypeError,
+                            "time_rounds(): kwargs must be a dict or None, not %.100s",
+                            Py_TYPE(call_kwargs)->tp_name);
+    }
+    long long loops = PyLong_AsLongLong(args[3]);
+    if (loops == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (loops < 1) {
+        return PyErr_Format(PyExc_ValueError, "time_rounds(): loops must be >= 1, got %lld",
+                            loops);
+    }
+    Py_buffer view;
+    if (parse_int64_buffer(args[4], &view) < 0) {
+        return NULL;
+    }
+    int64_t *out = (int64_t *)view.buf;
+    Py_ssize_t rounds = view.len / 8;
+
+    /* One vector: a free slot (for PY_VECTORCALL_ARGUMENTS_OFFSET), positionals, keyword values. */
+    Py_ssize_t npos = PyTuple_GET_SIZE(call_args);
+    Py_ssize_t nkw = call_kwargs == Py_None ? 0 : PyDict_GET_SIZE(call_kwargs);
+    PyObject **stack = PyMem_New(PyObject *, 1 + npos + nkw);
+    PyObject *kwnames = NULL;
+    PyObject *result = NULL;
+    if (stack == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < 1 + npos + nkw; i++) {
+        stack[i] = NULL;
+    }
+    for (Py_ssize_t i = 0; i < npos; i++) {
+        stack[1 + i] = PyTuple_GET_ITEM(call_args, i); /* borrowed: call_args outlives the loop */
+    }
+    if (nkw > 0) {
+        kwnames = PyTuple_New(nkw);
+        if (kwnames == NULL) {
+            goto done;
+        }
+        Py_ssize_t pos = 0, i = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(call_kwargs, &pos, &key, &value)) {
+            if (!PyUnicode_Check(key)) {
+                PyErr_SetString(PyExc_TypeError, "time_rounds(): keywords must be strings");
+                goto done;
+            }
+            PyTuple_SET_ITEM(kwnames, i, Py_NewRef(key));
+            stack[1 + npos + i] = Py_NewRef(value); /* owned: fn may mutate the dict */
+            i++;
+        }
+    }
+    size_t nargsf = (size_t)npos | PY_VECTORCALL_ARGUMENTS_OFFSET;
+
+    for (Py_ssize_t r = 0; r < rounds; r++) {
+        int64_t start = pab_now_ns();
+        for (long long i = 0; i < loops; i++) {
+            PyObject *value = PyObject_Vectorcall(fn, stack + 1, nargsf, kwnames);
+            if (value == NULL) {
+                goto done;
+            }
+            Py_DECREF(value);
+            if (PyErr_CheckSignals() < 0) {
+                goto done;
+            }
+        }
+        out[r] = pab_now_ns() - start;
+    }
+    result = Py_NewRef(Py_None);
+
+done:
+    if (stack != NULL) {
+        for (Py_ssize_t i = 0; i < nkw; i++) {
+            Py_XDECREF(stack[1 + npos + i]);
+        }
+    }
+    Py_XDECREF(kwnames);
+    PyMem_Free(stack);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef runner_functions[] = {
+    {"time_rounds", (PyCFunction)(void (*)(void))time_rounds, METH_FASTCALL,
+     "time_rounds(fn, args, kwargs, loops, out) -> None\n--\n\nCall fn(*args, **kwargs) loops "
+     "times per round, once per element of out (a writable int64 buffer), and store each round's "
+     "nanoseconds there. Exceptions from fn and KeyboardInterrupt propagate at once."},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+pab_runner_exec(PyObject *module, pab_state *state)
+{
+    return PyModule_AddFunctions(module, runner_functions);
+}

@@ -1,0 +1,33 @@
+"""pyagentbench: benchmark Python AI agents inside pytest.
+
+Native clocks and a native timing loop; resource metrics; an agent runtime (task queue, cache,
+histogram); a pytest plugin on top of pytest-benchmark. Everything public is re-exported here.
+"""
+
+from ._native import (
+    clock_info,
+    cycles,
+    cycles_to_ns,
+    now,
+    now_ns,
+    process_cpu_ns,
+    thread_cpu_ns,
+)
+from .timers import Measurement, Timer, measure
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    # clocks and timing
+    "now_ns",
+    "now",
+    "thread_cpu_ns",
+    "process_cpu_ns",
+    "cycles",
+    "cycles_to_ns",
+    "clock_info",
+    "Timer",
+    "measure",
+    "Measurement",
+]

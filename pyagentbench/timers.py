@@ -1,0 +1,390 @@
+"""Timing: the Timer, the native measure() loop and its result, Measurement.
+
+measure() calls a function in a C loop (vectorcall), times each round of ``loops`` calls with
+now_ns(), and returns per-call statistics computed over the rounds. Calibration and defaults live
+here; the loop itself is ``pyagentbench._native.time_rounds``.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import inspect
+import math
+import numbers
+import threading
+from typing import Any, Callable, Mapping, Sequence
+
+from . import _native
+from .units import format_duration, format_rate
+
+__all__ = [
+    "Timer",
+    "Measurement",
+    "measure",
+    "DEFAULT_MAX_TIME",
+    "DEFAULT_MIN_ROUND_TIME",
+    "DEFAULT_MIN_ROUNDS",
+    "DEFAULT_MAX_ROUNDS",
+    "DEFAULT_WARMUP_ROUNDS",
+]
+
+#: Seconds a measure() run aims to last when ``rounds`` is not given.
+DEFAULT_MAX_TIME = 1.0
+#: Lower bound on a round's length when ``loops`` is calibrated. The bound actually used is the
+#: larger of this and 1000 x the clock's overhead, so that reading the clock costs under 0.1%.
+DEFAULT_MIN_ROUND_TIME = 50e-6
+#: Fewest and most rounds chosen when ``rounds`` is not given.
+DEFAULT_MIN_ROUNDS = 5
+DEFAULT_MAX_ROUNDS = 100_000
+#: Untimed rounds run before the timed ones.
+DEFAULT_WARMUP_ROUNDS = 1
+
+_CALIBRATION_STEPS = 16
+
+
+class Timer(_native.Timer):
+    """Wall-clock timer on :func:`now_ns`, with CPU time.
+
+    Use as a context manager (``with Timer() as t: ...``) or with :meth:`start` / :meth:`stop`.
+    ``elapsed_ns`` and ``elapsed`` (seconds) give the last span, or the time so far while running;
+    ``cpu_ns`` the CPU time spent in it on the clock chosen by ``cpu`` (``"process"``, the default;
+    ``"thread"``; or ``None`` to read no CPU clock). :meth:`lap` returns the time since the previous
+    lap and records it in ``laps``. A Timer can be started again after it stops (each start begins a
+    new span); to time an inner span, nest a second Timer.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, cpu: str | None = "process") -> None:
+        super().__init__(cpu)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        parts = [f"elapsed={format_duration(self.elapsed)}"]
+        cpu_ns = self.cpu_ns
+        if cpu_ns is not None:
+            parts.append(f"cpu={format_duration(cpu_ns * 1e-9)}")
+        if self.laps:
+            parts.append(f"laps={len(self.laps)}")
+        return f"<Timer {state} {' '.join(parts)}>"
+
+
+def _percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default method)."""
+    n = len(sorted_values)
+    if n == 1:
+        return sorted_values[0]
+    rank = (n - 1) * p / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, n - 1)
+    fraction = rank - low
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * fraction
+
+
+class Measurement:
+    """Result of :func:`measure`: per-round timings and per-call statistics.
+
+    ``rounds_ns`` holds each round's total nanoseconds (an ``array.array('q')``, which supports the
+    buffer protocol). Every statistic is per call, in seconds, taken over the rounds' per-call means
+    (round ns / loops): ``min``, ``max``, ``mean``, ``median``, ``stddev`` (sample), ``iqr``,
+    ``p95``, ``p99``, and ``ops`` (calls per second, 1 / mean). ``allocs_per_call`` and
+    ``bytes_per_call`` are set when allocation counting was asked for, else None.
+    """
+
+    __slots__ = (
+        "loops",
+        "rounds",
+        "rounds_ns",
+        "min",
+        "max",
+        "mean",
+        "median",
+        "stddev",
+        "iqr",
+        "p95",
+        "p99",
+        "ops",
+        "total",
+        "allocs_per_call",
+        "bytes_per_call",
+    )
+
+    def __init__(self, rounds_ns: array.array, loops: int) -> None:
+        if len(rounds_ns) == 0:
+            raise ValueError("Measurement needs at least one round")
+        if loops < 1:
+            raise ValueError(f"loops must be >= 1, got {loops}")
+        self.rounds_ns = rounds_ns
+        self.loops = loops
+        self.rounds = len(rounds_ns)
+        per_call = sorted(ns * 1e-9 / loops for ns in rounds_ns)
+        n = len(per_call)
+        self.min = per_call[0]
+        self.max = per_call[-1]
+        self.mean = math.fsum(per_call) / n
+        self.median = _percentile(per_call, 50)
+        self.stddev = (
+            math.sqrt(math.fsum((x - self.mean) ** 2 for x in per_call) / (n - 1)) if n > 1 else 0.0
+        )
+        self.iqr = _percentile(per_call, 75) - _percentile(per_call, 25)
+        self.p95 = _percentile(per_call, 95)
+        self.p99 = _percentile(per_call, 99)
+        self.ops = 1.0 / self.mean if self.mean > 0 else math.inf
+        self.total = sum(rounds_ns) * 1e-9
+        self.allocs_per_call: float | None = None
+        self.bytes_per_call: float | None = None
+
+    def per_call_ns(self) -> list[float]:
+        """Each round's per-call time in nanoseconds, in run order."""
+        return [ns / self.loops for ns in self.rounds_ns]
+
+    def to_dict(self, include_rounds: bool = False) -> dict[str, Any]:
+        """The statistics as plain JSON-ready values (seconds); add ``rounds_ns`` if asked."""
+        data: dict[str, Any] = {
+            "loops": self.loops,
+            "rounds": self.rounds,
+            "min": self.min,
+            "max": self.max,
+            "mean": self.mean,
+            "median": self.median,
+            "stddev": self.stddev,
+            "iqr": self.iqr,
+            "p95": self.p95,
+            "p99": self.p99,
+            "ops": self.ops,
+            "total": self.total,
+            "allocs_per_call": self.allocs_per_call,
+            "bytes_per_call": self.bytes_per_call,
+        }
+        if include_rounds:
+            data["rounds_ns"] = list(self.rounds_ns)
+        return data
+
+    def __repr__(self) -> str:
+        text = (
+            f"<Measurement {self.rounds} rounds x {self.loops} loops: "
+            f"mean {format_duration(self.mean)} ± {format_duration(self.stddev)}, "
+            f"median {format_duration(self.median)}, min {format_duration(self.min)}, "
+            f"p99 {format_duration(self.p99)}, {format_rate(self.ops)}"
+        )
+        if self.allocs_per_call is not None:
+            text += f", {self.allocs_per_call:.4g} allocs/call"
+        return text + ">"
+
+
+# ---- argument checking ----
+
+
+def _check_count(name: str, value: Any, minimum: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"measure(): {name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"measure(): {name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_seconds(name: str, value: Any, allow_zero: bool) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"measure(): {name} must be a number of seconds, not {type(value).__name__}")
+    seconds = float(value)
+    if not math.isfinite(seconds):
+        raise ValueError(f"measure(): {name} must be finite, got {value!r}")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"measure(): {name} must be {bound} seconds, got {value!r}")
+    return seconds
+
+
+def _clock_overhead_ns() -> float:
+    global _CLOCK_OVERHEAD_NS
+    if _CLOCK_OVERHEAD_NS is None:
+        _CLOCK_OVERHEAD_NS = float(_native.clock_info()["now_ns"]["overhead_ns"])
+    return _CLOCK_OVERHEAD_NS
+
+
+_CLOCK_OVERHEAD_NS: float | None = None
+
+
+# ---- round runners: sync through the C loop, async on one persistent event loop ----
+
+
+class _SyncRounds:
+    def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict | None) -> None:
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+
+    def run(self, loops: int, rounds: int) -> array.array:
+        out = array.array("q", bytes(8 * rounds))
+        _native.time_rounds(self.fn, self.args, self.kwargs, loops, out)
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class _AsyncRounds:
+    """Runs every round on one event loop, timing ``loops`` awaits per round inside the loop."""
+
+    def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict | None) -> None:
+        self.fn, self.args, self.kwargs = fn, args, kwargs or {}
+        self.loop = asyncio.new_event_loop()
+
+    async def _rounds(self, loops: int, rounds: int) -> array.array:
+        fn, args, kwargs, now_ns = self.fn, self.args, self.kwargs, _native.now_ns
+        out = array.array("q", bytes(8 * rounds))
+        for r in range(rounds):
+            start = now_ns()
+            for _ in range(loops):
+                await fn(*args, **kwargs)
+            out[r] = now_ns() - start
+        return out
+
+    def run(self, loops: int, rounds: int) -> array.array:
+        return self.loop.run_until_complete(self._rounds(loops, rounds))
+
+    def close(self) -> None:
+        try:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        finally:
+            self.loop.close()
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)
+    )
+
+
+def measure(
+    fn: Callable[..., Any],
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    rounds: int | None = None,
+    loops: int | None = None,
+    warmup_rounds: int | None = None,
+    min_round_time: float | None = None,
+    max_time: float | None = None,
+) -> Measurement:
+    """Time ``fn(*args, **kwargs)`` in a native loop and return a :class:`Measurement`.
+
+    Each round calls fn ``loops`` times back to back and is timed with :func:`now_ns`.
+
+    - ``loops``: when not given, calibrated so that a round lasts at least ``min_round_time``
+      (default: the larger of 50 us and 1000 x the clock's overhead, so reading the clock costs
+      under 0.1% of a round).
+    - ``rounds``: when not given, as many as fit in ``max_time`` (default 1 s), at least 5 and at
+      most 100,000.
+    - ``warmup_rounds``: untimed rounds first (default 1).
+
+    Coroutine functions (and callables returning awaitables) are awaited, every round on one
+    event loop created for the run; if this thread already runs an event loop, the measurement
+    runs on a helper thread. An exception from fn propagates unchanged; Ctrl-C stops the loop at
+    once, even when fn is a fast C function.
+    """
+    if not callable(fn):
+        raise TypeError(f"measure(): fn must be callable, not {type(fn).__name__}")
+    if isinstance(args, (str, bytes)) or not isinstance(args, (tuple, list)):
+        raise TypeError(f"measure(): args must be a tuple or list, not {type(args).__name__}")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise TypeError(f"measure(): kwargs must be a mapping or None, not {type(kwargs).__name__}")
+    rounds = _check_count("rounds", rounds, 1)
+    loops = _check_count("loops", loops, 1)
+    warmup_rounds = _check_count("warmup_rounds", warmup_rounds, 0)
+    min_round_time = _check_seconds("min_round_time", min_round_time, allow_zero=True)
+    max_time = _check_seconds("max_time", max_time, allow_zero=False)
+    call_args = tuple(args)
+    call_kwargs = dict(kwargs) if kwargs else None
+
+    if _is_async(fn):
+        return _measure_async(fn, call_args, call_kwargs, rounds, loops, warmup_rounds,
+                              min_round_time, max_time)
+    # One probe call tells a plain function from one that returns awaitables (a lambda or
+    # partial around a coroutine function); it also warms fn up.
+    probe = fn(*call_args, **(call_kwargs or {}))
+    if inspect.isawaitable(probe):
+        _close_awaitable(probe)
+        return _measure_async(fn, call_args, call_kwargs, rounds, loops, warmup_rounds,
+                              min_round_time, max_time)
+    del probe
+    runner = _SyncRounds(fn, call_args, call_kwargs)
+    return _run(runner, rounds, loops, warmup_rounds, min_round_time, max_time)
+
+
+def _close_awaitable(awaitable: Any) -> None:
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()
+
+
+def _measure_async(fn, args, kwargs, rounds, loops, warmup_rounds, min_round_time, max_time):
+    def run() -> Measurement:
+        runner = _AsyncRounds(fn, args, kwargs)
+        try:
+            return _run(runner, rounds, loops, warmup_rounds, min_round_time, max_time)
+        finally:
+            runner.close()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return run()
+    # This thread already runs an event loop: run ours on a helper thread.
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = run()
+        except BaseException as exc:  # handed back to the caller below
+            outcome["error"] = exc
+
+    helper = threading.Thread(target=target, name="pyagentbench-measure")
+    helper.start()
+    helper.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _calibrate_loops(runner: Any, min_round_ns: float) -> tuple[int, float]:
+    """Smallest loop count (grown geometrically) whose round lasts at least min_round_ns."""
+    loops = 1
+    round_ns = float(runner.run(loops, 1)[0])
+    for _ in range(_CALIBRATION_STEPS):
+        if round_ns >= min_round_ns:
+            break
+        if round_ns <= 0:
+            loops *= 10
+        else:
+            loops = max(loops * 2, math.ceil(loops * min_round_ns * 1.2 / round_ns))
+        round_ns = float(runner.run(loops, 1)[0])
+    return loops, round_ns
+
+
+def _run(runner, rounds, loops, warmup_rounds, min_round_time, max_time) -> Measurement:
+    if max_time is None:
+        max_time = DEFAULT_MAX_TIME
+    if warmup_rounds is None:
+        warmup_rounds = DEFAULT_WARMUP_ROUNDS
+    if min_round_time is None:
+        min_round_ns = max(DEFAULT_MIN_ROUND_TIME * 1e9, 1000.0 * _clock_overhead_ns())
+    else:
+        min_round_ns = min_round_time * 1e9
+
+    if loops is None:
+        loops, round_ns = _calibrate_loops(runner, min_round_ns)
+    else:
+        round_ns = None
+    if warmup_rounds:
+        warm = runner.run(loops, warmup_rounds)
+        round_ns = float(min(warm)) if round_ns is None else min(round_ns, float(min(warm)))
+    if rounds is None:
+        if round_ns is None:
+            round_ns = float(runner.run(loops, 1)[0])
+        fit = int(max_time * 1e9 / max(round_ns, 1.0))
+        rounds = min(max(fit, DEFAULT_MIN_ROUNDS), DEFAULT_MAX_ROUNDS)
+    return Measurement(runner.run(loops, rounds), loops)
