@@ -8,6 +8,42 @@
 /* PyErr_CheckSignals() is a load and a branch when no signal is pending; checking after every call
  * keeps Ctrl-C prompt even when fn is a fast C function that never enters the eval loop. */
 
+/* fn may be C code that never enters the eval loop, which is where a thread normally hands the GIL
+ * to others. So the loop hands it over itself once per switch interval: between rounds, and inside a
+ * round every YIELD_CHECK_MASK + 1 calls when a round lasts longer than that. */
+#define YIELD_CHECK_MASK 4095
+
+static int64_t
+switch_interval(void)
+{
+    PyObject *sys = PyImport_ImportModule("sys");
+    if (sys == NULL) {
+        return -1;
+    }
+    PyObject *seconds = PyObject_CallMethod(sys, "getswitchinterval", NULL);
+    Py_DECREF(sys);
+    if (seconds == NULL) {
+        return -1;
+    }
+    double value = PyFloat_AsDouble(seconds);
+    Py_DECREF(seconds);
+    if (value == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    return (int64_t)(value * 1e9);
+}
+
+static inline void
+maybe_yield_gil(int64_t *last_yield_ns, int64_t switch_interval_ns)
+{
+    int64_t now = pab_now_ns();
+    if (now - *last_yield_ns >= switch_interval_ns) {
+        Py_BEGIN_ALLOW_THREADS
+        Py_END_ALLOW_THREADS
+        *last_yield_ns = pab_now_ns();
+    }
+}
+
 static int
 parse_int64_buffer(PyObject *obj, Py_buffer *view)
 {
@@ -97,6 +133,11 @@ time_rounds(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     size_t nargsf = (size_t)npos | PY_VECTORCALL_ARGUMENTS_OFFSET;
 
+    int64_t switch_interval_ns = switch_interval();
+    if (switch_interval_ns < 0) {
+        goto done;
+    }
+    int64_t last_yield_ns = pab_now_ns();
     for (Py_ssize_t r = 0; r < rounds; r++) {
         int64_t start = pab_now_ns();
         for (long long i = 0; i < loops; i++) {
@@ -108,8 +149,13 @@ time_rounds(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             if (PyErr_CheckSignals() < 0) {
                 goto done;
             }
+            if ((i & YIELD_CHECK_MASK) == YIELD_CHECK_MASK) {
+                /* A long round: let other threads run as the eval loop would. */
+                maybe_yield_gil(&last_yield_ns, switch_interval_ns);
+            }
         }
         out[r] = pab_now_ns() - start;
+        maybe_yield_gil(&last_yield_ns, switch_interval_ns);
     }
     result = Py_NewRef(Py_None);
 
