@@ -270,13 +270,28 @@ remove_hooks(alloc_hook *hooks[DOMAIN_COUNT])
             continue; /* someone installed after us and calls us: stay as a pass-through */
         }
         PyMemAllocatorEx restore = hook->prev;
-        retire_hook(hook);
+        alloc_hook *unlinked = hook;
+        hook->retired_next = NULL;
         while (is_our_hook(&restore) && !COUNTING((alloc_hook *)restore.ctx)) {
             alloc_hook *pass_through = restore.ctx;
             restore = pass_through->prev;
-            retire_hook(pass_through);
+            pass_through->retired_next = unlinked;
+            unlinked = pass_through;
         }
         PyMem_SetAllocator(domains[d], &restore);
+        while (unlinked != NULL) {
+            alloc_hook *next = unlinked->retired_next;
+#ifndef Py_GIL_DISABLED
+            if (d != 0) {
+                free(unlinked); /* MEM/OBJ hooks run only with the GIL, which we hold: none is
+                                 * inside this one now */
+                unlinked = next;
+                continue;
+            }
+#endif
+            retire_hook(unlinked);
+            unlinked = next;
+        }
     }
     free_retired_hooks();
 }
