@@ -124,13 +124,14 @@ static void *
 gil_malloc(void *ctx, size_t size)
 {
     alloc_hook *hook = ctx;
-    PyMemAllocatorEx prev = hook->prev;
+    void *(*prev_malloc)(void *, size_t) = hook->prev.malloc;
+    void *prev_ctx = hook->prev.ctx;
     if (COUNTING(hook)) {
         ADD_UNDER_GIL(hook->allocs, 1);
         ADD_UNDER_GIL(hook->bytes, size);
     }
     hook_depth++;
-    void *ptr = prev.malloc(prev.ctx, size);
+    void *ptr = prev_malloc(prev_ctx, size);
     hook_depth--;
     return ptr;
 }
@@ -139,13 +140,14 @@ static void *
 gil_calloc(void *ctx, size_t nelem, size_t elsize)
 {
     alloc_hook *hook = ctx;
-    PyMemAllocatorEx prev = hook->prev;
+    void *(*prev_calloc)(void *, size_t, size_t) = hook->prev.calloc;
+    void *prev_ctx = hook->prev.ctx;
     if (COUNTING(hook)) {
         ADD_UNDER_GIL(hook->allocs, 1);
         ADD_UNDER_GIL(hook->bytes, (uint_fast64_t)nelem * elsize);
     }
     hook_depth++;
-    void *ptr = prev.calloc(prev.ctx, nelem, elsize);
+    void *ptr = prev_calloc(prev_ctx, nelem, elsize);
     hook_depth--;
     return ptr;
 }
@@ -154,7 +156,8 @@ static void *
 gil_realloc(void *ctx, void *ptr, size_t new_size)
 {
     alloc_hook *hook = ctx;
-    PyMemAllocatorEx prev = hook->prev;
+    void *(*prev_realloc)(void *, void *, size_t) = hook->prev.realloc;
+    void *prev_ctx = hook->prev.ctx;
     if (COUNTING(hook)) {
         if (ptr == NULL) {
             ADD_UNDER_GIL(hook->allocs, 1);
@@ -165,7 +168,7 @@ gil_realloc(void *ctx, void *ptr, size_t new_size)
         }
     }
     hook_depth++;
-    void *result = prev.realloc(prev.ctx, ptr, new_size);
+    void *result = prev_realloc(prev_ctx, ptr, new_size);
     hook_depth--;
     return result;
 }
@@ -174,12 +177,13 @@ static void
 gil_free(void *ctx, void *ptr)
 {
     alloc_hook *hook = ctx;
-    PyMemAllocatorEx prev = hook->prev;
+    void (*prev_free)(void *, void *) = hook->prev.free;
+    void *prev_ctx = hook->prev.ctx;
     if (ptr != NULL && COUNTING(hook)) {
         ADD_UNDER_GIL(hook->frees, 1);
     }
     hook_depth++;
-    prev.free(prev.ctx, ptr);
+    prev_free(prev_ctx, ptr);
     hook_depth--;
 }
 

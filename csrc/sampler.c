@@ -16,6 +16,7 @@
 
 #if PAB_HAVE_PROCFS_RSS
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/types.h>
@@ -225,6 +226,26 @@ sampler_thread_main(void *arg)
     return NULL;
 }
 
+/* Lets the sampler thread run on any CPU this thread may use except the one it is on now. Woken
+ * on the measured thread's CPU, the sampler would preempt it at every tick and evict its caches:
+ * measured here, that slowed a pure-Python loop by 3-4% at 1 kHz, against about 0% from another
+ * CPU. With a single allowed CPU there is no choice and nothing changes. */
+static void
+keep_off_current_cpu(pthread_attr_t *attr)
+{
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) {
+        return;
+    }
+    int cpu = sched_getcpu();
+    if (cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &allowed) || CPU_COUNT(&allowed) < 2) {
+        return;
+    }
+    CPU_CLR(cpu, &allowed);
+    (void)pthread_attr_setaffinity_np(attr, sizeof(allowed), &allowed);
+}
+
 /* Requests the thread's end and joins it. Caller does not hold core->lock. */
 static void
 stop_thread(sampler_core *core, int release_gil)
@@ -411,6 +432,7 @@ sampler_start(SamplerObject *self, PyObject *Py_UNUSED(ignored))
     int err = pthread_attr_init(&attr);
     if (err == 0) {
         (void)pthread_attr_setstacksize(&attr, SAMPLER_THREAD_STACK_BYTES);
+        keep_off_current_cpu(&attr);
         pthread_sigmask(SIG_SETMASK, &all_signals, &previous);
         err = pthread_create(&core->thread, &attr, sampler_thread_main, core);
         pthread_sigmask(SIG_SETMASK, &previous, NULL);
