@@ -10,7 +10,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <sys/types.h>
 #include <unistd.h>
 
 int
@@ -73,24 +72,45 @@ pab_statm_rss_bytes(int fd)
 }
 
 /* The descriptor behind pab_rss_bytes(): process-wide by nature (it names this process), opened on
- * first use and again in a child after fork(), guarded by rss_fd_lock. */
+ * first use and again in a child after fork() (the inherited one would read the parent's statm),
+ * guarded by rss_fd_lock. A fork handler marks it stale in the child, so the hot path makes no
+ * getpid() system call. */
 static pthread_mutex_t rss_fd_lock = PTHREAD_MUTEX_INITIALIZER;
 static int rss_fd = -1;
-static pid_t rss_fd_pid = 0;
+static int rss_fd_stale = 0;
+static pthread_once_t rss_atfork_once = PTHREAD_ONCE_INIT;
+
+static void rss_atfork_prepare(void) { pthread_mutex_lock(&rss_fd_lock); }
+static void rss_atfork_parent(void) { pthread_mutex_unlock(&rss_fd_lock); }
+
+static void
+rss_atfork_child(void)
+{
+    if (rss_fd >= 0) {
+        rss_fd_stale = 1;
+    }
+    pthread_mutex_unlock(&rss_fd_lock);
+}
+
+static void
+rss_register_atfork(void)
+{
+    (void)pthread_atfork(rss_atfork_prepare, rss_atfork_parent, rss_atfork_child);
+}
 
 int64_t
 pab_rss_bytes(void)
 {
     int64_t result;
+    (void)pthread_once(&rss_atfork_once, rss_register_atfork);
     pthread_mutex_lock(&rss_fd_lock);
-    pid_t pid = getpid();
-    if (rss_fd >= 0 && rss_fd_pid != pid) {
-        close(rss_fd); /* inherited from the parent: it reads the parent's statm */
+    if (rss_fd_stale) {
+        close(rss_fd);
         rss_fd = -1;
+        rss_fd_stale = 0;
     }
     if (rss_fd < 0) {
         rss_fd = pab_statm_open();
-        rss_fd_pid = pid;
     }
     result = rss_fd < 0 ? -1 : pab_statm_rss_bytes(rss_fd);
     pthread_mutex_unlock(&rss_fd_lock);

@@ -65,13 +65,17 @@ def _native_sampler_available() -> bool:
     return True
 
 
+#: Whether procfs RSS works here; it does not change while the process runs.
+_NATIVE_RSS = _native_sampler_available()
+
+
 def _source() -> str:
     forced = os.environ.get(_SOURCE_ENV, "").strip().lower()
     if forced == "psutil":
         return "psutil"
     if forced not in ("", "native"):
         raise ValueError(f"{_SOURCE_ENV} must be 'native' or 'psutil', got {forced!r}")
-    return "native" if _native_sampler_available() else "psutil"
+    return "native" if _NATIVE_RSS else "psutil"
 
 
 # ---- the summary ----
@@ -383,9 +387,9 @@ class Sampler:
 
 
 def rss() -> int:
-    """This process's resident set size in bytes, now (``/proc/self/statm`` on Linux)."""
-    if _source() == "native":
-        return int(_native.rss())
+    """This process's resident set size in bytes, now (``/proc/self/statm`` on Linux, else psutil)."""
+    if _NATIVE_RSS:
+        return _native.rss()
     return _PsutilSamplerCore(int(DEFAULT_INTERVAL * 1e9), 2)._rss()
 
 
