@@ -72,49 +72,46 @@ pab_statm_rss_bytes(int fd)
 }
 
 /* The descriptor behind pab_rss_bytes(): process-wide by nature (it names this process), opened on
- * first use and again in a child after fork() (the inherited one would read the parent's statm),
- * guarded by rss_fd_lock. A fork handler marks it stale in the child, so the hot path makes no
- * getpid() system call. */
-static pthread_mutex_t rss_fd_lock = PTHREAD_MUTEX_INITIALIZER;
-static int rss_fd = -1;
-static int rss_fd_stale = 0;
+ * first use. A fork handler closes it in the child, where it would read the parent's statm, so the
+ * next call there opens the child's own; the hot path is one atomic load and one pread. */
+static atomic_int rss_fd = -1;
 static pthread_once_t rss_atfork_once = PTHREAD_ONCE_INIT;
-
-static void rss_atfork_prepare(void) { pthread_mutex_lock(&rss_fd_lock); }
-static void rss_atfork_parent(void) { pthread_mutex_unlock(&rss_fd_lock); }
 
 static void
 rss_atfork_child(void)
 {
-    if (rss_fd >= 0) {
-        rss_fd_stale = 1;
+    int fd = atomic_exchange(&rss_fd, -1); /* the child is single-threaded here */
+    if (fd >= 0) {
+        close(fd);
     }
-    pthread_mutex_unlock(&rss_fd_lock);
 }
 
 static void
 rss_register_atfork(void)
 {
-    (void)pthread_atfork(rss_atfork_prepare, rss_atfork_parent, rss_atfork_child);
+    (void)pthread_atfork(NULL, NULL, rss_atfork_child);
 }
 
 int64_t
 pab_rss_bytes(void)
 {
-    int64_t result;
-    (void)pthread_once(&rss_atfork_once, rss_register_atfork);
-    pthread_mutex_lock(&rss_fd_lock);
-    if (rss_fd_stale) {
-        close(rss_fd);
-        rss_fd = -1;
-        rss_fd_stale = 0;
+    int fd = atomic_load_explicit(&rss_fd, memory_order_acquire);
+    if (fd < 0) {
+        (void)pthread_once(&rss_atfork_once, rss_register_atfork);
+        int opened = pab_statm_open();
+        if (opened < 0) {
+            return -1;
+        }
+        int expected = -1;
+        if (atomic_compare_exchange_strong(&rss_fd, &expected, opened)) {
+            fd = opened;
+        }
+        else {
+            close(opened); /* another thread opened one first */
+            fd = expected;
+        }
     }
-    if (rss_fd < 0) {
-        rss_fd = pab_statm_open();
-    }
-    result = rss_fd < 0 ? -1 : pab_statm_rss_bytes(rss_fd);
-    pthread_mutex_unlock(&rss_fd_lock);
-    return result;
+    return pab_statm_rss_bytes(fd);
 }
 
 int64_t

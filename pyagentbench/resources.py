@@ -386,11 +386,14 @@ class Sampler:
 # ---- instantaneous and peak RSS ----
 
 
-def rss() -> int:
-    """This process's resident set size in bytes, now (``/proc/self/statm`` on Linux, else psutil)."""
-    if _NATIVE_RSS:
-        return _native.rss()
+def _rss_fallback() -> int:
+    """This process's resident set size in bytes, now (psutil)."""
     return _PsutilSamplerCore(int(DEFAULT_INTERVAL * 1e9), 2)._rss()
+
+
+#: ``rss() -> int``: this process's resident set size in bytes, now. On Linux it is the native
+#: function itself (one pread of ``/proc/self/statm``, no Python frame in between); else psutil.
+rss: Callable[[], int] = _native.rss if _NATIVE_RSS else _rss_fallback
 
 
 # When the kernel's high-water mark cannot be reset, reset_peak_rss() starts this sampler and
