@@ -162,7 +162,7 @@ class _PsutilSamplerCore:
 
     def __init__(self, interval_ns: int, capacity: int) -> None:
         try:
-            import psutil
+            import psutil  # type: ignore[import-untyped]
         except ImportError:  # pragma: no cover - psutil is a dependency
             psutil = None
         self._process = psutil.Process() if psutil is not None else None
@@ -246,7 +246,7 @@ class _PsutilSamplerCore:
 
     def totals(self) -> dict[str, Any]:
         with self._lock:
-            totals = dict(self._totals) if self._totals else dict(
+            totals: dict[str, Any] = dict(self._totals) if self._totals else dict(
                 samples=0, missed_samples=0, start_ns=0, last_ns=0, start_rss_bytes=0,
                 last_rss_bytes=0, peak_rss_bytes=0, rss_sum_bytes=0.0, start_cpu_ns=0,
                 last_cpu_ns=0, interval_ns=self.interval_ns, read_errno=0)
@@ -286,9 +286,10 @@ def _check_capacity(capacity: Any, interval_ns: int) -> int:
         return max(_MIN_DEFAULT_CAPACITY, min(_MAX_DEFAULT_CAPACITY, wanted))
     if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral):
         raise TypeError(f"Sampler(): capacity must be an int or None, not {type(capacity).__name__}")
-    if not (2 <= capacity <= MAX_CAPACITY):
-        raise ValueError(f"Sampler(): capacity must be from 2 to {MAX_CAPACITY} samples, got {capacity}")
-    return int(capacity)
+    ring = int(capacity)
+    if not (2 <= ring <= MAX_CAPACITY):
+        raise ValueError(f"Sampler(): capacity must be from 2 to {MAX_CAPACITY} samples, got {ring}")
+    return ring
 
 
 class Sampler:

@@ -314,6 +314,7 @@ def test_ten_thousand_start_stop_cycles_leak_neither_memory_nor_threads_nor_fds(
 def test_fork_leaves_the_child_without_a_sampler_thread_and_the_parent_running():
     sampler = Sampler(interval=0.001).start()
     time.sleep(0.01)
+    rss()  # the cached statm descriptor now exists in the parent
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report through the exit code
@@ -335,6 +336,12 @@ def test_fork_leaves_the_child_without_a_sampler_thread_and_the_parent_running()
                     code = 4
                 elif abs(own.summary().end_rss - rss()) > 8 * MiB:
                     code = 5
+                else:
+                    before = rss()
+                    block = touched(64 * MiB)
+                    if rss() - before < 60 * MiB:  # rss() must read the child, not the parent
+                        code = 6
+                    del block
                 os.write(write_end, str(summary.samples).encode())
         except BaseException:
             code = 9
