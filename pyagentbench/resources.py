@@ -12,9 +12,9 @@ import array
 import gc
 import inspect
 import math
+import mmap
 import numbers
 import os
-import resource
 import sys
 import threading
 import time
@@ -22,6 +22,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from . import _native
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - Windows has no getrusage()
+    resource = None  # type: ignore[assignment]
 from .units import format_bytes, format_duration
 
 __all__ = [
@@ -179,6 +184,8 @@ class _PsutilSamplerCore:
         if self._process is not None:
             return int(self._process.memory_info().rss)
         # No current RSS without psutil: the peak is the best getrusage() offers.
+        if resource is None:  # pragma: no cover
+            raise RuntimeError("no RSS source here: install psutil")
         maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return int(maxrss if sys.platform == "darwin" else maxrss * 1024)
 
@@ -422,6 +429,8 @@ def _kernel_peak() -> int | None:
             value = None
         if value is not None:
             return int(value)
+    if resource is None:  # pragma: no cover
+        return None
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(maxrss if sys.platform == "darwin" else maxrss * 1024)
 
@@ -466,8 +475,7 @@ def sampler_info() -> dict[str, Any]:
 
     Keys: ``source`` (``"native"`` or ``"psutil"``), ``rss`` (where RSS comes from), ``cpu``
     (the CPU clock), ``thread`` (``"pthread, no GIL"`` or ``"python"``), ``peak`` (``"VmHWM"`` or
-    ``"sampler"``: what :func:`peak_rss` reports), ``peak_resettable`` (whether the kernel's mark
-    was last reset successfully; None before any reset), ``page_size`` (bytes),
+    ``"sampler"``: what :func:`peak_rss` reports), ``page_size`` (bytes),
     ``min_interval`` and ``max_interval`` (seconds).
     """
     source = _source()
@@ -480,7 +488,7 @@ def sampler_info() -> dict[str, Any]:
         "cpu": "CLOCK_PROCESS_CPUTIME_ID" if native else "time.process_time_ns()",
         "thread": "pthread, no GIL" if native else "python",
         "peak": "sampler" if fallback_active or sys.platform != "linux" else "VmHWM",
-        "page_size": resource.getpagesize(),
+        "page_size": mmap.PAGESIZE,
         "min_interval": MIN_INTERVAL,
         "max_interval": MAX_INTERVAL,
     }

@@ -413,3 +413,22 @@ def test_unknown_sampler_source_is_a_value_error(monkeypatch):
     monkeypatch.setenv("PYAGENTBENCH_SAMPLER", "bogus")
     with pytest.raises(ValueError, match="PYAGENTBENCH_SAMPLER"):
         Sampler()
+
+
+def test_a_million_rss_reads_and_many_summaries_keep_rss_flat():
+    sampler = Sampler(interval=0.001, capacity=64).start()
+    try:
+        for _ in range(100_000):
+            rss()
+        for _ in range(2_000):
+            sampler.summary()
+            sampler.series()
+        before = rss()
+        for _ in range(1_000_000):
+            rss()
+        for _ in range(20_000):
+            sampler.summary()
+            sampler.series()
+        assert rss() - before < 256 * 1024
+    finally:
+        sampler.stop()
