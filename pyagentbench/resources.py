@@ -547,7 +547,7 @@ def count_allocs(
 ) -> tuple[float, float]:
     """Return ``(allocs_per_call, bytes_per_call)`` of ``fn(*args, **kwargs)``.
 
-    A counting pass separate from any timing: fn is called once to warm up, then ``loops`` and
+    A counting pass separate from any timing: fn is called ``loops`` times to warm up, then ``loops`` and
     ``2 * loops`` times in the native call loop under an :class:`AllocCounter`, with the cyclic GC
     paused; the difference between the two passes divided by ``loops`` is the per-call figure, so
     the loop's own constant cost cancels. A function that allocates the same way every call gives
@@ -568,8 +568,9 @@ def count_allocs(
     call_args = tuple(args)
     call_kwargs = dict(kwargs) if kwargs else None
     loops = int(loops)
-    fn(*call_args, **(call_kwargs or {}))  # warm-up: first-call caches are not per-call costs
     out = array.array("q", bytes(8))
+    # Warm-up pass: first-call caches and free lists filled by the loop are not per-call costs.
+    _native.time_rounds(fn, call_args, call_kwargs, loops, out)
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
