@@ -168,7 +168,7 @@ def _summary_rows(records: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
         value = record.get(key)
         return "-" if value is None else fmt(value)
 
-    rows = [("Name", "peak RSS", "RSS delta", "CPU", "allocs/call", "throughput", "p99")]
+    rows: list[tuple[str, ...]] = [("Name", "peak RSS", "RSS delta", "CPU", "allocs/call", "throughput", "p99")]
     for name, record in records.items():
         p99 = record.get("latency_p99_s", record.get("p99_s"))
         rows.append((
