@@ -6,14 +6,13 @@ from __future__ import annotations
 import array
 import asyncio
 import inspect
-import threading
 from typing import Any, Callable, Iterable, Mapping
 
 from . import _native
 from .metrics import EXTRA_INFO_KEY
 from .observe import ResourceWindow, count_allocs_any, observe, timing_metrics
 from .resources import AllocCounter
-from .timers import DEFAULT_MIN_ROUND_TIME, Measurement, _AsyncRounds
+from .timers import DEFAULT_MIN_ROUND_TIME, Measurement, _AsyncRounds, call_outside_event_loop
 
 __all__ = ["AgentBenchmark", "FixtureSettings"]
 
@@ -32,24 +31,7 @@ def _run_once(fn: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]) ->
     value = fn(*args, **kwargs)
     if not inspect.isawaitable(value):
         return value
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return _await_on_new_loop(value)
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = _await_on_new_loop(value)
-        except BaseException as exc:  # handed back below
-            outcome["error"] = exc
-
-    helper = threading.Thread(target=target, name="pyagentbench-run-once")
-    helper.start()
-    helper.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    return call_outside_event_loop(lambda: _await_on_new_loop(value))
 
 
 async def _await(awaitable: Any) -> Any:
