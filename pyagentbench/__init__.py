@@ -14,6 +14,10 @@ from ._native import (
     thread_cpu_ns,
 )
 from .timers import Measurement, Timer, measure
+# runtime data structures
+from .cache import Cache, cache_key, cached
+from .histogram import Histogram
+from .taskqueue import QueueClosed, TaskQueue
 
 __version__ = "0.1.0"
 
@@ -30,4 +34,11 @@ __all__ = [
     "Timer",
     "measure",
     "Measurement",
+    # runtime data structures
+    "Histogram",
+    "TaskQueue",
+    "QueueClosed",
+    "Cache",
+    "cached",
+    "cache_key",
 ]
