@@ -688,7 +688,7 @@ static PyObject *
 cache_get_ttl(PyObject *op, void *Py_UNUSED(closure))
 {
     CacheObject *self = (CacheObject *)op;
-    return self->ttl_ns == NO_EXPIRY ? Py_NewRef(Py_None) : PyFloat_FromDouble((double)self->ttl_ns * 1e-9);
+    return self->ttl_ns == NO_EXPIRY ? Py_NewRef(Py_None) : PyFloat_FromDouble((double)self->ttl_ns / 1e9);
 }
 
 static PyMethodDef cache_methods[] = {
