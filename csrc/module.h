@@ -19,8 +19,14 @@
     X(PyTypeObject, histogram_type)                                                               \
     /* taskqueue.c */                                                                             \
     X(PyTypeObject, taskqueue_type)                                                               \
+    X(PyObject, queue_full_error)      /* queue.Full */                                           \
+    X(PyObject, queue_empty_error)     /* queue.Empty */                                          \
+    X(PyObject, queue_closed_error)    /* pyagentbench.QueueClosed */                             \
     /* cache.c */                                                                                 \
     X(PyTypeObject, cache_type)                                                                   \
+    X(PyTypeObject, cache_entry_type)                                                             \
+    X(PyTypeObject, cached_function_type)                                                         \
+    X(PyObject, cache_kwd_mark)        /* separates positional from keyword parts of a key */     \
     /* sampler.c */                                                                               \
     X(PyTypeObject, sampler_type)                                                                 \
     /* allocs.c */                                                                                \

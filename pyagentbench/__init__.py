@@ -25,6 +25,10 @@ from .resources import (
     rss,
     sampler_info,
 )
+# runtime data structures
+from .cache import Cache, cache_key, cached
+from .histogram import Histogram
+from .taskqueue import QueueClosed, TaskQueue
 
 __version__ = "0.1.0"
 
@@ -59,4 +63,11 @@ __all__ = [
     "reset_peak_rss",
     "AllocCounter",
     "count_allocs",
+    # runtime data structures
+    "Histogram",
+    "TaskQueue",
+    "QueueClosed",
+    "Cache",
+    "cached",
+    "cache_key",
 ]

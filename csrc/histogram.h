@@ -1,0 +1,86 @@
+/* HDR-style log-linear latency histogram, shared by the Histogram type and the task queue.
+ *
+ * The value range [0, highest] is split into buckets of doubling width; each bucket holds
+ * sub_bucket_half_count linear sub-buckets, so every recorded value lands in a sub-bucket whose width
+ * is at most value / 10^significant_figures. Memory is fixed at init; recording never allocates.
+ */
+#ifndef PYAGENTBENCH_HISTOGRAM_H
+#define PYAGENTBENCH_HISTOGRAM_H
+
+#include "module.h"
+
+#include <stdint.h>
+
+/* Per-object locks for free-threaded CPython. With the GIL, the GIL already serialises every method
+ * of these types (none of them runs Python code or releases the GIL while touching its structure),
+ * so the lock compiles to nothing; without the GIL each object owns a PyMutex. */
+#ifdef Py_GIL_DISABLED
+#define PAB_OBJECT_LOCK_FIELD PyMutex object_lock;
+#define PAB_OBJECT_LOCK(obj) PyMutex_Lock(&(obj)->object_lock)
+#define PAB_OBJECT_UNLOCK(obj) PyMutex_Unlock(&(obj)->object_lock)
+#else
+#define PAB_OBJECT_LOCK_FIELD
+#define PAB_OBJECT_LOCK(obj) ((void)0)
+#define PAB_OBJECT_UNLOCK(obj) ((void)0)
+#endif
+
+typedef struct {
+    int64_t lowest;
+    int64_t highest;
+    int significant_figures;
+    int clamp;                  /* 1: out-of-range values are clamped and counted; 0: ValueError */
+    int unit_magnitude;
+    int sub_bucket_half_count_magnitude;
+    int32_t sub_bucket_count;
+    int32_t sub_bucket_half_count;
+    int64_t sub_bucket_mask;
+    int32_t bucket_count;
+    int32_t counts_len;
+    int64_t total_count;
+    int64_t min;                /* exact; INT64_MAX while empty */
+    int64_t max;                /* exact; 0 while empty */
+    int64_t clamped_count;      /* values recorded outside [0, highest] and clamped into it */
+    double mean;                /* running mean and sum of squared deviations (Welford / Chan) */
+    double m2;
+    int64_t *counts;            /* counts_len entries */
+} pab_hist;
+
+/* Sets up h for the given range; allocates its counts. Returns 0, or -1 with ValueError or
+ * MemoryError set. */
+int pab_hist_init(pab_hist *h, int64_t lowest, int64_t highest, int significant_figures, int clamp);
+void pab_hist_free(pab_hist *h);
+void pab_hist_reset(pab_hist *h);
+
+static inline int32_t
+pab_hist_index(const pab_hist *h, int64_t value)
+{
+    int pow2ceiling = 64 - __builtin_clzll((uint64_t)(value | h->sub_bucket_mask));
+    int32_t bucket = pow2ceiling - h->unit_magnitude - (h->sub_bucket_half_count_magnitude + 1);
+    int32_t sub_bucket = (int32_t)(value >> (bucket + h->unit_magnitude));
+    return ((bucket + 1) << h->sub_bucket_half_count_magnitude) +
+           (sub_bucket - h->sub_bucket_half_count);
+}
+
+/* Records count occurrences of value, which must already be within [0, highest]. Needs no Python
+ * API (safe without the GIL under the owner's lock). */
+static inline void
+pab_hist_record_in_range(pab_hist *h, int64_t value, int64_t count)
+{
+    h->counts[pab_hist_index(h, value)] += count;
+    int64_t n = h->total_count + count;
+    double delta = (double)value - h->mean;
+    h->mean += delta * (double)count / (double)n;
+    h->m2 += delta * ((double)value - h->mean) * (double)count;
+    h->total_count = n;
+    if (value < h->min) {
+        h->min = value;
+    }
+    if (value > h->max) {
+        h->max = value;
+    }
+}
+
+/* A new Histogram object holding a copy of h; NULL with an exception set on failure. */
+PyObject *pab_histogram_from_hist(pab_state *state, const pab_hist *h);
+
+#endif /* PYAGENTBENCH_HISTOGRAM_H */

@@ -1,0 +1,506 @@
+"""Cache, cached() and cache_key(): LRU and TTL behaviour (also against a reference model),
+stats under threads, reference cycles, leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections import OrderedDict
+
+import psutil
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
+
+from pyagentbench import Cache, cache_key, cached
+
+
+class FakeClock:
+    """Monotonic seconds under the test's control."""
+
+    def __init__(self) -> None:
+        self.now = 1000
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rss_growth_bytes(op, total: int, batch: int = 100_000) -> int:
+    """RSS growth across `total` operations of op(n) after a warm-up batch."""
+    process = psutil.Process()
+    op(batch)
+    gc.collect()
+    before = process.memory_info().rss
+    for _ in range(total // batch):
+        op(batch)
+    gc.collect()
+    return process.memory_info().rss - before
+
+
+# ---- mapping behaviour ----
+
+
+def test_mapping_api():
+    c = Cache(maxsize=10)
+    assert (c.maxsize, c.ttl) == (10, None)
+    c["a"] = 1
+    c.set(("tuple", 2), 2)
+    c.set(3, "three")
+    assert c["a"] == 1 and c.get(("tuple", 2)) == 2 and c.get(3) == "three"
+    assert c.get("missing") is None and c.get("missing", "dflt") == "dflt"
+    assert "a" in c and "missing" not in c
+    assert len(c) == 3
+    with pytest.raises(KeyError):
+        c["missing"]
+    del c["a"]
+    with pytest.raises(KeyError):
+        del c["a"]
+    assert c.pop(3) == "three"
+    assert c.pop(3, None) is None
+    with pytest.raises(KeyError):
+        c.pop(3)
+    assert c.keys() == [("tuple", 2)]
+    c.clear()
+    assert len(c) == 0 and c.keys() == []
+    with pytest.raises(TypeError):
+        c[["unhashable"]] = 1
+    with pytest.raises(TypeError):
+        c.get({})
+    with pytest.raises(TypeError):
+        hash(c)
+
+
+def test_lru_eviction_order():
+    c = Cache(maxsize=3)
+    for key in "abc":
+        c[key] = key
+    assert c.get("a") == "a"  # a becomes most recent
+    assert "b" in c  # membership does not reorder
+    c["d"] = "d"  # evicts b, the least recently used
+    assert c.keys() == ["c", "a", "d"]
+    c["c"] = "C"  # update refreshes
+    c["e"] = "e"
+    assert c.keys() == ["d", "c", "e"]
+    assert c.stats()["evictions"] == 2
+
+
+def test_unbounded_and_zero_size():
+    c = Cache(maxsize=None)
+    for i in range(5000):
+        c[i] = i
+    assert len(c) == 5000 and c.maxsize is None
+    nothing = Cache(maxsize=0)
+    nothing["a"] = 1
+    assert len(nothing) == 0 and nothing.get("a") is None
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="maxsize"):
+        Cache(-1)
+    with pytest.raises(TypeError, match="maxsize"):
+        Cache("10")
+    with pytest.raises(ValueError, match="ttl"):
+        Cache(ttl=0)
+    with pytest.raises(ValueError, match="ttl"):
+        Cache(ttl=float("inf"))
+    with pytest.raises(TypeError, match="ttl"):
+        Cache(ttl="5")
+    with pytest.raises(TypeError, match="clock"):
+        Cache(clock=5)
+    c = Cache()
+    with pytest.raises(ValueError, match="ttl"):
+        c.set("k", 1, ttl=-1)
+    with pytest.raises(TypeError):
+        c.set("k")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        c.set("k", 1, expire=3)
+
+
+# ---- TTL ----
+
+
+def test_entries_expire_ttl_seconds_after_set():
+    clock = FakeClock()
+    c = Cache(ttl=10, clock=clock)
+    c["a"] = 1
+    clock.now += 9
+    assert c["a"] == 1
+    c.set("b", 2, ttl=30)
+    clock.now += 1  # a is exactly 10 s old
+    assert c.get("a") is None
+    assert c["b"] == 2
+    stats = c.stats()
+    assert (stats["hits"], stats["misses"], stats["expirations"]) == (2, 1, 1)
+    c.set("a", 1)  # set again: lives another 10 s
+    clock.now += 9
+    assert c.keys() == ["b", "a"]
+    clock.now += 1
+    assert len(c) == 1 and c.keys() == ["b"]  # len and keys drop the expired a
+    assert c.stats()["expirations"] == 2
+    clock.now += 19  # b is exactly 30 s old
+    assert len(c) == 0
+    assert c.stats()["expirations"] == 3
+
+
+def test_expire_removes_expired_entries_and_in_does_not_count():
+    clock = FakeClock()
+    c = Cache(clock=clock)
+    c.set("short", 1, ttl=1)
+    c.set("long", 2, ttl=100)
+    c["forever"] = 3
+    clock.now += 5
+    assert "short" not in c
+    c.set("short2", 1, ttl=1)
+    clock.now += 5
+    assert c.expire() == 1
+    assert c.keys() == ["long", "forever"]
+    stats = c.stats()
+    assert (stats["hits"], stats["misses"], stats["expirations"], stats["size"]) == (0, 0, 2, 2)
+    with pytest.raises(KeyError):
+        c.pop("short2")
+
+
+def test_ttl_uses_the_real_monotonic_clock_by_default():
+    c = Cache(ttl=0.05)
+    c["k"] = "v"
+    assert c.get("k") == "v"
+    time.sleep(0.08)
+    assert c.get("k") is None
+    assert c.stats()["expirations"] == 1
+
+
+def test_stats_and_hit_rate():
+    c = Cache(maxsize=2)
+    assert c.stats() == {
+        "hits": 0, "misses": 0, "evictions": 0, "expirations": 0, "size": 0, "hit_rate": 0.0,
+    }
+    c["a"] = 1
+    c.get("a")
+    c.get("a")
+    c.get("b")
+    c["b"] = 2
+    c["c"] = 3
+    stats = c.stats()
+    assert stats["hits"] == 2 and stats["misses"] == 1 and stats["evictions"] == 1
+    assert stats["size"] == 2
+    assert stats["hit_rate"] == pytest.approx(2 / 3)
+    c.reset_stats()
+    assert c.stats()["hits"] == 0 and c.stats()["size"] == 2
+
+
+# ---- the reference model ----
+
+
+class CacheModel(RuleBasedStateMachine):
+    """Cache against an OrderedDict model of LRU order, TTL expiry and the stats."""
+
+    keys = st.integers(min_value=0, max_value=7)
+
+    @initialize(maxsize=st.integers(min_value=1, max_value=5), ttl=st.none() | st.integers(1, 5))
+    def setup(self, maxsize, ttl):
+        self.clock = FakeClock()
+        self.cache = Cache(maxsize=maxsize, ttl=ttl, clock=self.clock)
+        self.maxsize, self.ttl = maxsize, ttl
+        self.model: OrderedDict[int, tuple[int, float]] = OrderedDict()
+        self.stats = {"hits": 0, "misses": 0, "evictions": 0, "expirations": 0}
+        self.counter = 0
+
+    def _expired(self, key) -> bool:
+        return self.clock.now >= self.model[key][1]
+
+    def _expire_all(self) -> None:
+        for key in [k for k in self.model if self._expired(k)]:
+            del self.model[key]
+            self.stats["expirations"] += 1
+
+    @rule(key=keys, ttl=st.none() | st.integers(1, 5))
+    def set(self, key, ttl):
+        self.counter += 1
+        self.cache.set(key, self.counter, ttl=ttl)
+        lifetime = ttl if ttl is not None else self.ttl
+        expires = self.clock.now + lifetime if lifetime is not None else float("inf")
+        self.model[key] = (self.counter, expires)
+        self.model.move_to_end(key)
+        while len(self.model) > self.maxsize:
+            self.model.popitem(last=False)
+            self.stats["evictions"] += 1
+
+    @rule(key=keys)
+    def get(self, key):
+        expected = None
+        if key in self.model:
+            if self._expired(key):
+                del self.model[key]
+                self.stats["expirations"] += 1
+                self.stats["misses"] += 1
+            else:
+                expected = self.model[key][0]
+                self.model.move_to_end(key)
+                self.stats["hits"] += 1
+        else:
+            self.stats["misses"] += 1
+        assert self.cache.get(key) == expected
+
+    @rule(key=keys)
+    def contains(self, key):
+        expected = key in self.model
+        if expected and self._expired(key):
+            del self.model[key]
+            self.stats["expirations"] += 1
+            expected = False
+        assert (key in self.cache) is expected
+
+    @rule(key=keys)
+    def pop(self, key):
+        expected = None
+        if key in self.model:
+            if self._expired(key):
+                del self.model[key]
+                self.stats["expirations"] += 1
+            else:
+                expected = self.model.pop(key)[0]
+        assert self.cache.pop(key, None) == expected
+
+    @rule(seconds=st.integers(0, 4))
+    def advance(self, seconds):
+        self.clock.now += seconds
+
+    @rule()
+    def expire(self):
+        before = len(self.model)
+        self._expire_all()
+        assert self.cache.expire() == before - len(self.model)
+
+    @rule()
+    def keys_and_stats(self):
+        self._expire_all()
+        assert self.cache.keys() == list(self.model)
+        stats = self.cache.stats()
+        assert {k: stats[k] for k in self.stats} == self.stats
+        assert stats["size"] == len(self.model) == len(self.cache)
+
+
+TestCacheModel = CacheModel.TestCase
+TestCacheModel.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+# ---- threads, cycles, leaks ----
+
+
+def test_four_threads_on_the_same_keys_keep_exact_stats():
+    c = Cache(maxsize=64)
+    hot = list(range(8))
+    for key in hot:
+        c[key] = key
+    rounds = 20_000
+
+    def hammer(seed):
+        get, set_ = c.get, c.set
+        for i in range(rounds):
+            key = hot[(i + seed) & 7]
+            assert get(key) == key  # always present: a hit
+            set_(key, key)
+            assert get(100 + (i & 3)) is None  # never present: a miss
+            c[f"t{seed}-{i & 15}"] = i  # churn: evicts other threads' churn keys only
+
+    threads = [threading.Thread(target=hammer, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = c.stats()
+    assert stats["hits"] == 4 * rounds
+    assert stats["misses"] == 4 * rounds
+    assert stats["size"] == 64 == len(c.keys())
+    assert all(c.get(key) == key for key in hot)
+    assert len(set(c.keys())) == 64
+
+
+def test_reference_cycles_through_cached_values_are_collected():
+    class Value:
+        pass
+
+    c = Cache()
+    value = Value()
+    value.cache = c
+    c["self"] = value
+    c[value] = "keyed by the value"
+    refs = [weakref.ref(value)]
+    del c, value
+
+    @cached(maxsize=4)
+    def make(n):
+        v = Value()
+        v.fn = make
+        return v
+
+    refs.append(weakref.ref(make(1)))
+    refs.append(weakref.ref(make))
+    del make
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
+
+
+def test_one_million_cache_operations_keep_rss_flat():
+    c = Cache(maxsize=1000, ttl=3600)
+    get, set_ = c.get, c.set
+
+    def op(n):
+        for i in range(n // 2):
+            set_(i, i)
+            get(i - 500)
+
+    assert rss_growth_bytes(op, 1_000_000) < 4 * 1024 * 1024
+    assert len(c) == 1000
+
+
+def test_one_million_cached_calls_keep_rss_flat():
+    @cached(maxsize=256)
+    def square(x, y=1):
+        return x * x
+
+    def op(n):
+        for i in range(n // 2):
+            square(i & 511)
+            square(i & 511, y=2)
+
+    assert rss_growth_bytes(op, 1_000_000) < 4 * 1024 * 1024
+
+
+# ---- cached() ----
+
+
+def test_cached_keys_like_lru_cache():
+    calls = []
+
+    @cached(maxsize=16)
+    def add(a, b=0):
+        """Add two numbers."""
+        calls.append((a, b))
+        return a + b
+
+    assert add(1) == 1 and add(1) == 1
+    assert add(1, 2) == 3 and add(1, b=2) == 3 and add(1, b=2) == 3
+    assert calls == [(1, 0), (1, 2), (1, 2)]  # positional and keyword calls differ, like lru_cache
+    assert add.__name__ == "add" and add.__doc__ == "Add two numbers."
+    assert add.__wrapped__(5, 5) == 10
+    assert isinstance(add.cache, Cache) and add.cache.maxsize == 16
+    assert add.cache.stats()["hits"] == 2
+    add.cache_clear()
+    assert len(add.cache) == 0
+
+
+def test_cached_with_key_function_ttl_and_errors():
+    clock_calls = []
+
+    @cached(ttl=60, key=lambda user, request_id=None: user)
+    def profile(user, request_id=None):
+        clock_calls.append(user)
+        if user == "bad":
+            raise LookupError(user)
+        return {"user": user}
+
+    assert profile("ann", request_id=1) is profile("ann", request_id=2)
+    assert clock_calls == ["ann"]
+    with pytest.raises(LookupError):
+        profile("bad")
+    with pytest.raises(LookupError):
+        profile("bad")  # exceptions are not cached
+    assert profile.cache.ttl == 60
+
+
+def test_cached_bare_methods_and_bad_arguments():
+    @cached
+    def double(x):
+        return 2 * x
+
+    assert double(4) == 8 and double.cache.maxsize == 1024
+
+    class Service:
+        def __init__(self):
+            self.calls = 0
+
+        @cached(maxsize=8)
+        def lookup(self, key):
+            self.calls += 1
+            return key.upper()
+
+    s = Service()
+    assert s.lookup("a") == "A" and s.lookup("a") == "A" and s.calls == 1
+    with pytest.raises(TypeError, match="maxsize"):
+        cached(maxsize="big")
+    with pytest.raises(ValueError, match="maxsize"):
+        cached(maxsize=-1)
+    with pytest.raises(TypeError, match="key"):
+        cached(key=3)
+    with pytest.raises(ValueError, match="ttl"):
+        cached(ttl=0)
+    with pytest.raises(TypeError, match="callable"):
+        cached(maxsize=4)(42)
+    with pytest.raises(TypeError):
+        double([1])  # unhashable argument
+
+
+def test_cached_async_function():
+    calls = []
+
+    @cached(maxsize=8)
+    async def fetch(url, timeout=1):
+        calls.append(url)
+        await asyncio.sleep(0)
+        return url.upper()
+
+    async def main():
+        first = await fetch("a")
+        second = await fetch("a")
+        third = await fetch("a", timeout=2)
+        return first, second, third
+
+    assert asyncio.run(main()) == ("A", "A", "A")
+    assert calls == ["a", "a"]
+    assert fetch.cache.stats()["hits"] == 1
+    assert asyncio.iscoroutinefunction(fetch) and fetch.__name__ == "fetch"
+
+
+# ---- cache_key() ----
+
+
+def test_cache_key_is_a_stable_sha256_of_canonical_json():
+    digest = cache_key("prompt", 3, model="m", options={"b": 1, "a": [1, 2.5, None]})
+    canonical = json.dumps(
+        {"args": ["prompt", 3], "kwargs": {"model": "m", "options": {"a": [1, 2.5, None], "b": 1}}},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    )
+    assert digest == hashlib.sha256(canonical.encode()).hexdigest()
+    assert len(digest) == 64 and int(digest, 16) >= 0
+    assert cache_key(model="m", x=1) == cache_key(x=1, model="m")
+    assert cache_key(1) != cache_key("1") != cache_key([1])
+    assert cache_key("é") == cache_key("é")
+
+
+def test_cache_key_is_the_same_in_another_process():
+    args = ("summarise", {"temperature": 0.2, "tools": ["a", "b"]})
+    code = (
+        "import sys; from pyagentbench import cache_key; "
+        "print(cache_key('summarise', {'temperature': 0.2, 'tools': ['a', 'b']}, seed=7))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env={"PYTHONHASHSEED": "123", "PYTHONPATH": ":".join(sys.path)},
+    )
+    assert out.stdout.strip() == cache_key(*args, seed=7)
+
+
+def test_cache_key_names_the_bad_argument():
+    with pytest.raises(TypeError, match="argument 1"):
+        cache_key("ok", object())
+    with pytest.raises(TypeError, match="keyword argument 'when'"):
+        cache_key(when={1, 2})
