@@ -147,6 +147,8 @@ time_rounds(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (call == NULL) {
         call = PyObject_Vectorcall;
     }
+    long long last_loop = loops - 1;
+    Py_ssize_t last_round = rounds - 1;
     long long signal_mask = loops >= FAST_CALL_LOOPS ? FAST_CALL_SIGNAL_MASK : 0;
     int64_t last_yield_ns = pab_now_ns();
     for (Py_ssize_t r = 0; r < rounds; r++) {
@@ -160,7 +162,12 @@ time_rounds(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 }
                 goto done;
             }
-            Py_DECREF(value);
+            if (i == last_loop && r == last_round) {
+                result = value; /* the caller gets the final call's result */
+            }
+            else {
+                Py_DECREF(value);
+            }
             if ((i & signal_mask) == 0 && PyErr_CheckSignals() < 0) {
                 goto done;
             }
@@ -172,9 +179,16 @@ time_rounds(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         out[r] = pab_now_ns() - start;
         maybe_yield_gil(&last_yield_ns, switch_interval_ns);
     }
-    result = Py_NewRef(Py_None);
+    if (result == NULL) { /* no rounds */
+        result = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&view);
+    goto cleanup;
 
 done:
+    Py_CLEAR(result);
+    PyBuffer_Release(&view);
+cleanup:
     if (stack != NULL) {
         for (Py_ssize_t i = 0; i < nkw; i++) {
             Py_XDECREF(stack[1 + npos + i]);
@@ -182,15 +196,15 @@ done:
     }
     Py_XDECREF(kwnames);
     PyMem_Free(stack);
-    PyBuffer_Release(&view);
     return result;
 }
 
 static PyMethodDef runner_functions[] = {
     {"time_rounds", (PyCFunction)(void (*)(void))time_rounds, METH_FASTCALL,
-     "time_rounds(fn, args, kwargs, loops, out) -> None\n--\n\nCall fn(*args, **kwargs) loops "
-     "times per round, once per element of out (a writable int64 buffer), and store each round's "
-     "nanoseconds there. Exceptions from fn and KeyboardInterrupt propagate at once."},
+     "time_rounds(fn, args, kwargs, loops, out) -> object\n--\n\nCall fn(*args, **kwargs) loops "
+     "times per round, once per element of out (a writable int64 buffer), store each round's "
+     "nanoseconds there, and return the final call's result (None if out is empty). Exceptions "
+     "from fn and KeyboardInterrupt propagate at once."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -14,6 +14,17 @@ from ._native import (
     thread_cpu_ns,
 )
 from .timers import Measurement, Timer, measure
+from .resources import (
+    AllocCounter,
+    ResourceSummary,
+    Sampler,
+    SampleSeries,
+    count_allocs,
+    peak_rss,
+    reset_peak_rss,
+    rss,
+    sampler_info,
+)
 
 __version__ = "0.1.0"
 
@@ -30,4 +41,14 @@ __all__ = [
     "Timer",
     "measure",
     "Measurement",
+    # resource metrics
+    "Sampler",
+    "ResourceSummary",
+    "SampleSeries",
+    "sampler_info",
+    "rss",
+    "peak_rss",
+    "reset_peak_rss",
+    "AllocCounter",
+    "count_allocs",
 ]

@@ -22,6 +22,7 @@ __all__ = [
     "Timer",
     "Measurement",
     "measure",
+    "measure_with_result",
     "DEFAULT_MAX_TIME",
     "DEFAULT_MIN_ROUND_TIME",
     "DEFAULT_MIN_ROUNDS",
@@ -216,10 +217,11 @@ _CLOCK_OVERHEAD_NS: float | None = None
 class _SyncRounds:
     def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict | None) -> None:
         self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.result: Any = None
 
     def run(self, loops: int, rounds: int) -> array.array:
         out = array.array("q", bytes(8 * rounds))
-        _native.time_rounds(self.fn, self.args, self.kwargs, loops, out)
+        self.result = _native.time_rounds(self.fn, self.args, self.kwargs, loops, out)
         return out
 
     def close(self) -> None:
@@ -231,16 +233,19 @@ class _AsyncRounds:
 
     def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict | None) -> None:
         self.fn, self.args, self.kwargs = fn, args, kwargs or {}
+        self.result: Any = None
         self.loop = asyncio.new_event_loop()
 
     async def _rounds(self, loops: int, rounds: int) -> array.array:
         fn, args, kwargs, now_ns = self.fn, self.args, self.kwargs, _native.now_ns
         out = array.array("q", bytes(8 * rounds))
+        result = None
         for r in range(rounds):
             start = now_ns()
             for _ in range(loops):
-                await fn(*args, **kwargs)
+                result = await fn(*args, **kwargs)
             out[r] = now_ns() - start
+        self.result = result
         return out
 
     def run(self, loops: int, rounds: int) -> array.array:
@@ -269,6 +274,7 @@ def measure(
     warmup_rounds: int | None = None,
     min_round_time: float | None = None,
     max_time: float | None = None,
+    min_rounds: int | None = None,
 ) -> Measurement:
     """Time ``fn(*args, **kwargs)`` in a native loop and return a :class:`Measurement`.
 
@@ -277,8 +283,8 @@ def measure(
     - ``loops``: when not given, calibrated so that a round lasts at least ``min_round_time``
       (default: the larger of 50 us and 1000 x the clock's overhead, so reading the clock costs
       under 0.1% of a round).
-    - ``rounds``: when not given, as many as fit in ``max_time`` (default 1 s), at least 5 and at
-      most 100,000.
+    - ``rounds``: when not given, as many as fit in ``max_time`` (default 1 s), at least
+      ``min_rounds`` (default 5) and at most 100,000.
     - ``warmup_rounds``: untimed rounds first (default 1).
 
     Coroutine functions (and callables returning awaitables) are awaited, every round on one
@@ -286,6 +292,25 @@ def measure(
     runs on a helper thread. An exception from fn propagates unchanged; Ctrl-C stops the loop at
     once, even when fn is a fast C function.
     """
+    return measure_with_result(
+        fn, args, kwargs, rounds=rounds, loops=loops, warmup_rounds=warmup_rounds,
+        min_round_time=min_round_time, max_time=max_time, min_rounds=min_rounds,
+    )[0]
+
+
+def measure_with_result(
+    fn: Callable[..., Any],
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    rounds: int | None = None,
+    loops: int | None = None,
+    warmup_rounds: int | None = None,
+    min_round_time: float | None = None,
+    max_time: float | None = None,
+    min_rounds: int | None = None,
+) -> tuple[Measurement, Any]:
+    """:func:`measure`, also returning what the final timed call returned (awaited if async)."""
     if not callable(fn):
         raise TypeError(f"measure(): fn must be callable, not {type(fn).__name__}")
     if isinstance(args, (str, bytes)) or not isinstance(args, (tuple, list)):
@@ -294,6 +319,7 @@ def measure(
         raise TypeError(f"measure(): kwargs must be a mapping or None, not {type(kwargs).__name__}")
     rounds = _check_count("rounds", rounds, 1)
     loops = _check_count("loops", loops, 1)
+    min_rounds = _check_count("min_rounds", min_rounds, 1)
     warmup_rounds = _check_count("warmup_rounds", warmup_rounds, 0)
     min_round_time = _check_seconds("min_round_time", min_round_time, allow_zero=True)
     max_time = _check_seconds("max_time", max_time, allow_zero=False)
@@ -302,17 +328,17 @@ def measure(
 
     if _is_async(fn):
         return _measure_async(fn, call_args, call_kwargs, rounds, loops, warmup_rounds,
-                              min_round_time, max_time)
+                              min_round_time, max_time, min_rounds)
     # One probe call tells a plain function from one that returns awaitables (a lambda or
     # partial around a coroutine function); it also warms fn up.
     probe = fn(*call_args, **(call_kwargs or {}))
     if inspect.isawaitable(probe):
         _close_awaitable(probe)
         return _measure_async(fn, call_args, call_kwargs, rounds, loops, warmup_rounds,
-                              min_round_time, max_time)
+                              min_round_time, max_time, min_rounds)
     del probe
     runner = _SyncRounds(fn, call_args, call_kwargs)
-    return _run(runner, rounds, loops, warmup_rounds, min_round_time, max_time)
+    return _run(runner, rounds, loops, warmup_rounds, min_round_time, max_time, min_rounds)
 
 
 def _close_awaitable(awaitable: Any) -> None:
@@ -321,11 +347,12 @@ def _close_awaitable(awaitable: Any) -> None:
         close()
 
 
-def _measure_async(fn, args, kwargs, rounds, loops, warmup_rounds, min_round_time, max_time):
-    def run() -> Measurement:
+def _measure_async(fn, args, kwargs, rounds, loops, warmup_rounds, min_round_time, max_time,
+                   min_rounds):
+    def run() -> tuple[Measurement, Any]:
         runner = _AsyncRounds(fn, args, kwargs)
         try:
-            return _run(runner, rounds, loops, warmup_rounds, min_round_time, max_time)
+            return _run(runner, rounds, loops, warmup_rounds, min_round_time, max_time, min_rounds)
         finally:
             runner.close()
 
@@ -365,7 +392,8 @@ def _calibrate_loops(runner: Any, min_round_ns: float) -> tuple[int, float]:
     return loops, round_ns
 
 
-def _run(runner, rounds, loops, warmup_rounds, min_round_time, max_time) -> Measurement:
+def _run(runner, rounds, loops, warmup_rounds, min_round_time, max_time,
+         min_rounds) -> tuple[Measurement, Any]:
     if max_time is None:
         max_time = DEFAULT_MAX_TIME
     if warmup_rounds is None:
@@ -386,5 +414,6 @@ def _run(runner, rounds, loops, warmup_rounds, min_round_time, max_time) -> Meas
         if round_ns is None:
             round_ns = float(runner.run(loops, 1)[0])
         fit = int(max_time * 1e9 / max(round_ns, 1.0))
-        rounds = min(max(fit, DEFAULT_MIN_ROUNDS), DEFAULT_MAX_ROUNDS)
-    return Measurement(runner.run(loops, rounds), loops)
+        floor = DEFAULT_MIN_ROUNDS if min_rounds is None else min_rounds
+        rounds = max(min(fit, DEFAULT_MAX_ROUNDS), floor)
+    return Measurement(runner.run(loops, rounds), loops), runner.result

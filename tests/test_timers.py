@@ -376,3 +376,23 @@ def test_measure_does_not_leak():
         measure(fn, (1,), {"y": 2}, rounds=10, loops=1000, warmup_rounds=0)
     gc.collect()
     assert rss() - before < 4 * 2**20
+
+
+def test_measure_with_result_returns_the_final_calls_result():
+    from pyagentbench.timers import measure_with_result
+
+    counter = iter(range(10**6))
+    result, value = measure_with_result(lambda: next(counter), rounds=3, loops=4, warmup_rounds=0)
+    assert value == 1 + 3 * 4 - 1  # after the probe call and 12 timed calls
+
+    async def answer():
+        return 42
+
+    assert measure_with_result(answer, rounds=2, loops=2)[1] == 42
+
+
+def test_min_rounds_raises_the_floor():
+    result = measure(time.sleep, (0.001,), max_time=0.001, min_rounds=12)
+    assert result.rounds == 12
+    with pytest.raises(ValueError, match="min_rounds must be >= 1"):
+        measure(_noop, min_rounds=0)
