@@ -25,6 +25,12 @@ from .resources import (
     rss,
     sampler_info,
 )
+# agent layer (mocks live in pyagentbench.mocks)
+from .agent import Agent, AgentMetrics, Task
+from .batch import BatchExecutor, BatchResult
+from .breaker import CircuitBreaker, CircuitOpenError
+from .load import LoadResult, arun_load, run_load
+from .pool import AgentPool
 
 __version__ = "0.1.0"
 
@@ -51,4 +57,16 @@ __all__ = [
     "reset_peak_rss",
     "AllocCounter",
     "count_allocs",
+    # agent layer
+    "Task",
+    "Agent",
+    "AgentMetrics",
+    "AgentPool",
+    "BatchExecutor",
+    "BatchResult",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "run_load",
+    "arun_load",
+    "LoadResult",
 ]
