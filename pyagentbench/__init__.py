@@ -34,6 +34,14 @@ from .pool import AgentPool
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython):  # type: ignore[no-untyped-def]
+    """``%load_ext pyagentbench``: register the ``%abench`` / ``%%abench`` magics."""
+    from .ipython import load_ipython_extension as load
+
+    load(ipython)
+
+
 __all__ = [
     "__version__",
     # clocks and timing

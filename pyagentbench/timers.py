@@ -356,20 +356,25 @@ def _measure_async(fn, args, kwargs, rounds, loops, warmup_rounds, min_round_tim
         finally:
             runner.close()
 
+    return call_outside_event_loop(run)
+
+
+def call_outside_event_loop(func: Callable[[], Any]) -> Any:
+    """Return func(), run on a helper thread if this thread is already running an event loop
+    (func starts an event loop of its own, which a running one forbids). Exceptions propagate."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return run()
-    # This thread already runs an event loop: run ours on a helper thread.
+        return func()
     outcome: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            outcome["value"] = run()
+            outcome["value"] = func()
         except BaseException as exc:  # handed back to the caller below
             outcome["error"] = exc
 
-    helper = threading.Thread(target=target, name="pyagentbench-measure")
+    helper = threading.Thread(target=target, name="pyagentbench-event-loop")
     helper.start()
     helper.join()
     if "error" in outcome:

@@ -1,0 +1,274 @@
+"""The ``agent_benchmark`` fixture: pytest-benchmark's ``benchmark`` driven by the native loop, with
+memory, CPU, allocation and throughput metrics stored in the benchmark's ``extra_info``."""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import inspect
+from typing import Any, Callable, Iterable, Mapping
+
+from . import _native
+from .metrics import EXTRA_INFO_KEY
+from .observe import ResourceWindow, count_allocs_any, observe, timing_metrics
+from .resources import AllocCounter
+from .timers import DEFAULT_MIN_ROUND_TIME, Measurement, _AsyncRounds, call_outside_event_loop
+
+__all__ = ["AgentBenchmark", "FixtureSettings"]
+
+
+class FixtureSettings:
+    """What the fixture observes, from command-line options and the ``agentbench`` marker."""
+
+    def __init__(self, resources: bool = True, allocs: bool = True, sample_interval: float = 0.001):
+        self.resources = resources
+        self.allocs = allocs
+        self.sample_interval = sample_interval
+
+
+def _run_once(fn: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]) -> Any:
+    """Call fn once, awaiting its result if it is awaitable (on a thread if a loop is running)."""
+    value = fn(*args, **kwargs)
+    if not inspect.isawaitable(value):
+        return value
+    return call_outside_event_loop(lambda: _await_on_new_loop(value))
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _await_on_new_loop(awaitable: Any) -> Any:
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(_await(awaitable))
+    finally:
+        loop.close()
+
+
+class AgentBenchmark:
+    """Times agent code with the native loop and records what it costs beyond time.
+
+    ``agent_benchmark(fn, *args, **kwargs)`` returns fn's result (awaited if fn is async). The
+    timed rounds land in pytest-benchmark's statistics for the test, so its table, JSON, saving,
+    comparing and histograms see them. Around the rounds it records peak RSS, RSS delta and CPU %,
+    and after them allocations and bytes per call in a separate counting pass; all of it goes to
+    ``extra_info["agentbench"]``. Use it once per test for timing (call or :meth:`pedantic`);
+    :meth:`throughput` may be added.
+    """
+
+    def __init__(self, benchmark: Any, settings: FixtureSettings, on_record: Callable[["AgentBenchmark"], None]):
+        self._benchmark = benchmark
+        self._settings = settings
+        self._on_record = on_record
+        self._timed = False
+        self.record: dict[str, Any] = {}
+
+    # ---- what tests read ----
+
+    @property
+    def benchmark(self) -> Any:
+        """The underlying pytest-benchmark fixture."""
+        return self._benchmark
+
+    @property
+    def extra_info(self) -> dict[str, Any]:
+        """pytest-benchmark's ``extra_info`` for this test (saved in its JSON)."""
+        return self._benchmark.extra_info
+
+    @property
+    def enabled(self) -> bool:
+        """False under --benchmark-disable and under xdist: functions then run once, untimed."""
+        return not self._benchmark.disabled
+
+    @property
+    def fullname(self) -> str:
+        return self._benchmark.fullname
+
+    # ---- timing ----
+
+    def _claim(self, mode: str) -> None:
+        if self._timed:
+            raise RuntimeError(
+                f"agent_benchmark can time once per test; it already ran in {self._benchmark._mode} mode"
+            )
+        if self._benchmark._mode:
+            raise RuntimeError(
+                f"the benchmark fixture was already used in {self._benchmark._mode} mode in this test"
+            )
+        self._timed = True
+        self._benchmark._mode = mode
+
+    def _store_rounds(self, measurement: Measurement) -> None:
+        stats = self._benchmark._make_stats(measurement.loops)
+        stats.options["timer"] = "pyagentbench.now_ns"
+        for round_ns in measurement.rounds_ns:
+            stats.update(round_ns * 1e-9)
+
+    def _store(self, metrics: Mapping[str, Any]) -> None:
+        self.record.update(metrics)
+        self.extra_info[EXTRA_INFO_KEY] = dict(self.record)
+        self._on_record(self)
+
+    def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not callable(fn):
+            raise TypeError(f"agent_benchmark(): fn must be callable, not {type(fn).__name__}")
+        self._claim("agent_benchmark(...)")
+        if not self.enabled:
+            return _run_once(fn, args, kwargs)
+        b = self._benchmark
+        min_round_time = b._min_time if b._min_time > DEFAULT_MIN_ROUND_TIME else None
+        observation = observe(
+            fn, args, kwargs,
+            resources_on=self._settings.resources,
+            allocs_on=self._settings.allocs,
+            sample_interval=self._settings.sample_interval,
+            max_time=b._max_time,
+            min_rounds=b._min_rounds,
+            min_round_time=min_round_time,
+        )
+        self._store_rounds(observation.measurement)
+        self._store(observation.metrics)
+        return observation.result
+
+    def pedantic(
+        self,
+        fn: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        setup: Callable[[], Any] | None = None,
+        rounds: int = 1,
+        iterations: int = 1,
+        warmup_rounds: int = 0,
+    ) -> Any:
+        """Like pytest-benchmark's ``benchmark.pedantic``: exactly ``rounds`` rounds of
+        ``iterations`` calls, after ``warmup_rounds`` untimed ones. ``setup``, if given, runs before
+        every round and may return ``(args, kwargs)`` for it (then ``iterations`` must be 1).
+        Allocations are counted on one extra call after the rounds."""
+        if not callable(fn):
+            raise TypeError(f"agent_benchmark.pedantic(): fn must be callable, not {type(fn).__name__}")
+        for name, value, low in (("rounds", rounds, 1), ("iterations", iterations, 1),
+                                 ("warmup_rounds", warmup_rounds, 0)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"agent_benchmark.pedantic(): {name} must be an int, not {type(value).__name__}")
+            if value < low:
+                raise ValueError(f"agent_benchmark.pedantic(): {name} must be >= {low}, got {value}")
+        if setup is not None and iterations > 1:
+            raise ValueError("agent_benchmark.pedantic(): iterations must be 1 when setup is given")
+        base_args, base_kwargs = tuple(args), dict(kwargs or {})
+
+        def arguments() -> tuple[tuple, dict]:
+            if setup is None:
+                return base_args, base_kwargs
+            made = setup()
+            if made is None:
+                return base_args, base_kwargs
+            if base_args or base_kwargs:
+                raise TypeError("agent_benchmark.pedantic(): setup returned arguments, so args and kwargs must be empty")
+            made_args, made_kwargs = made
+            return tuple(made_args), dict(made_kwargs or {})
+
+        self._claim("agent_benchmark.pedantic(...)")
+        if not self.enabled:
+            call_args, call_kwargs = arguments()
+            return _run_once(fn, call_args, call_kwargs)
+
+        is_async = inspect.iscoroutinefunction(fn)
+        async_runner = _AsyncRounds(fn, (), None) if is_async else None
+        out = array.array("q", [0])
+        rounds_ns = array.array("q")
+        result: Any = None
+
+        def one_round(call_args: tuple, call_kwargs: dict) -> int:
+            nonlocal result
+            if async_runner is not None:
+                async_runner.args, async_runner.kwargs = call_args, call_kwargs
+                elapsed = async_runner.run(iterations, 1)[0]
+                result = async_runner.result
+                return elapsed
+            result = _native.time_rounds(fn, call_args, call_kwargs or None, iterations, out)
+            return out[0]
+
+        metrics: dict[str, Any] = {}
+        try:
+            for _ in range(warmup_rounds):
+                one_round(*arguments())
+            window = ResourceWindow(self._settings.sample_interval) if self._settings.resources else None
+            if window is not None:
+                window.__enter__()
+            try:
+                for _ in range(rounds):
+                    rounds_ns.append(one_round(*arguments()))
+            finally:
+                if window is not None:
+                    window.__exit__(None, None, None)
+                    metrics.update(window.metrics)
+            measurement = Measurement(rounds_ns, iterations)
+            metrics.update(timing_metrics(measurement))
+            if self._settings.allocs:
+                call_args, call_kwargs = arguments()
+                if async_runner is not None:
+                    allocs, nbytes = count_allocs_any(fn, call_args, call_kwargs, 1)
+                else:
+                    counter = AllocCounter()
+                    with counter:
+                        fn(*call_args, **call_kwargs)
+                    allocs, nbytes = float(counter.allocs), float(counter.bytes)
+                metrics["allocs_per_call"], metrics["bytes_per_call"] = allocs, nbytes
+        finally:
+            if async_runner is not None:
+                async_runner.close()
+        self._store_rounds(measurement)
+        self._store(metrics)
+        return result
+
+    # ---- load ----
+
+    def throughput(
+        self,
+        target: Callable[..., Any],
+        payloads: Iterable[Any],
+        concurrency: int = 10,
+        duration: float | None = None,
+        rate: float | None = None,
+    ) -> Any:
+        """Run a load (see :func:`pyagentbench.run_load`) and record its throughput, error rate and
+        latency percentiles. If the test times nothing else, each task's latency becomes a round
+        of pytest-benchmark's statistics. Returns the LoadResult."""
+        from .load import run_load  # the agent layer; imported on use
+
+        payloads = list(payloads)
+        if not self.enabled:
+            if not self._timed and not self._benchmark._mode:
+                self._claim("agent_benchmark.throughput(...)")
+            return _run_once(target, (payloads[0],), {}) if payloads else None
+        result = run_load(target, payloads, concurrency=concurrency, duration=duration, rate=rate)
+        metrics = load_metrics(result)
+        if not self._timed and not self._benchmark._mode:
+            self._claim("agent_benchmark.throughput(...)")
+            latencies = getattr(result, "latencies_ns", None)
+            if latencies:
+                stats = self._benchmark._make_stats(1)
+                stats.options["timer"] = "pyagentbench.now_ns"
+                for ns in latencies:
+                    stats.update(ns * 1e-9)
+        self._store(metrics)
+        return result
+
+
+def load_metrics(result: Any) -> dict[str, Any]:
+    """Record keys for a load run's LoadResult."""
+    metrics = {
+        "throughput_per_s": float(result.throughput),
+        "error_rate": float(result.error_rate),
+        "completed": int(result.completed),
+        "failed": int(result.failed),
+        "latency_p50_s": float(result.latency_p50),
+        "latency_p95_s": float(result.latency_p95),
+        "latency_p99_s": float(result.latency_p99),
+        "latency_max_s": float(result.latency_max),
+    }
+    concurrency = getattr(result, "concurrency", None)
+    if concurrency is not None:
+        metrics["achieved_concurrency"] = float(concurrency)
+    return metrics

@@ -1,0 +1,139 @@
+"""Observe a timed run: peak and delta RSS and CPU % around it, allocations per call after it.
+
+Shared by the pytest plugin and the notebook magics, so both report the same numbers the same way.
+The resource window resets the kernel's RSS high-water mark and runs a native Sampler while the
+timed rounds run; allocations are counted in a separate pass afterwards, so counting never slows
+the timed rounds.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from . import resources
+from .timers import Measurement, _AsyncRounds, measure_with_result
+
+__all__ = ["ResourceWindow", "Observation", "observe", "count_allocs_any", "DEFAULT_SAMPLE_INTERVAL"]
+
+#: Seconds between Sampler samples while a benchmark runs.
+DEFAULT_SAMPLE_INTERVAL = 0.001
+#: Most calls one allocation-counting pass makes (count_allocs runs 4 passes' worth).
+ALLOC_PASS_MAX_LOOPS = 1000
+
+
+class ResourceWindow:
+    """Context manager giving peak RSS, RSS delta and CPU % of what runs inside it.
+
+    Peak RSS is exact where the kernel's high-water mark can be reset (Linux: VmHWM after writing
+    to /proc/self/clear_refs); elsewhere it is the Sampler's peak, exact to its interval.
+    """
+
+    def __init__(self, interval: float = DEFAULT_SAMPLE_INTERVAL) -> None:
+        self.interval = interval
+        self.metrics: dict[str, Any] = {}
+
+    def __enter__(self) -> "ResourceWindow":
+        self._kernel_peak = resources.reset_peak_rss()
+        self._sampler = resources.Sampler(interval=self.interval)
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        summary = self._sampler.stop()
+        peak = summary.peak_rss
+        source = "sampler"
+        if self._kernel_peak:
+            kernel_peak = resources.peak_rss()
+            if kernel_peak >= peak:
+                peak, source = kernel_peak, "VmHWM"
+        self.metrics = {
+            "peak_rss_bytes": int(peak),
+            "rss_delta_bytes": int(summary.rss_delta),
+            "start_rss_bytes": int(summary.start_rss),
+            "cpu_percent": float(summary.cpu_percent),
+            "cpu_time_s": float(summary.cpu_time),
+            "wall_time_s": float(summary.wall_time),
+            "samples": int(summary.samples),
+            "sample_interval_s": float(summary.interval),
+            "peak_rss_source": source,
+        }
+
+
+def count_allocs_any(
+    fn: Callable[..., Any], args: tuple, kwargs: dict | None, loops: int
+) -> tuple[float, float]:
+    """Allocations and bytes per call, for plain and coroutine functions alike.
+
+    Plain functions go through :func:`pyagentbench.count_allocs`. Coroutines are counted the same
+    way (the difference of a pass of ``loops`` and one of ``2 * loops`` awaits on one event loop),
+    which leaves out the loop's constant cost but keeps what each await of fn allocates, including
+    the coroutine object itself.
+    """
+    loops = max(1, min(loops, ALLOC_PASS_MAX_LOOPS))
+    if not (inspect.iscoroutinefunction(fn)):
+        return resources.count_allocs(fn, args, kwargs, loops=loops)
+    runner = _AsyncRounds(fn, args, kwargs)
+    try:
+        runner.run(loops, 1)  # warm-up
+        counts = []
+        for n in (loops, 2 * loops):
+            counter = resources.AllocCounter()
+            with counter:
+                runner.run(n, 1)
+            counts.append((counter.allocs, counter.bytes))
+    finally:
+        runner.close()
+    return (counts[1][0] - counts[0][0]) / loops, (counts[1][1] - counts[0][1]) / loops
+
+
+@dataclass
+class Observation:
+    """A Measurement, the final call's result, and the metrics observed around it."""
+
+    measurement: Measurement
+    result: Any
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def timing_metrics(m: Measurement) -> dict[str, Any]:
+    """The Measurement's per-call statistics as record keys (seconds)."""
+    return {
+        "mean_s": m.mean,
+        "median_s": m.median,
+        "p95_s": m.p95,
+        "p99_s": m.p99,
+        "max_s": m.max,
+        "loops": m.loops,
+        "rounds": m.rounds,
+    }
+
+
+def observe(
+    fn: Callable[..., Any],
+    args: tuple = (),
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    resources_on: bool = True,
+    allocs_on: bool = True,
+    sample_interval: float = DEFAULT_SAMPLE_INTERVAL,
+    **measure_options: Any,
+) -> Observation:
+    """measure() fn inside a ResourceWindow, then count its allocations per call."""
+    metrics: dict[str, Any] = {}
+    if resources_on:
+        window = ResourceWindow(sample_interval)
+        with window:
+            measurement, result = measure_with_result(fn, args, kwargs, **measure_options)
+        metrics.update(window.metrics)
+    else:
+        measurement, result = measure_with_result(fn, args, kwargs, **measure_options)
+    metrics.update(timing_metrics(measurement))
+    if allocs_on:
+        allocs, nbytes = count_allocs_any(fn, tuple(args), dict(kwargs) if kwargs else None,
+                                          measurement.loops)
+        measurement.allocs_per_call, measurement.bytes_per_call = allocs, nbytes
+        metrics["allocs_per_call"] = allocs
+        metrics["bytes_per_call"] = nbytes
+    return Observation(measurement, result, metrics)

@@ -1,0 +1,200 @@
+"""pytest plugin (entry point ``pytest11``): the ``agent_benchmark`` fixture, the ``slo`` and
+``agentbench`` markers, regression gates on memory/allocations/throughput/latency, and a summary
+table after pytest-benchmark's.
+
+A suite that never requests ``agent_benchmark`` sees no difference: nothing is printed, no
+warning is raised and the exit status is pytest's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .compare import Regression, check_gates, format_regressions, parse_gates, records_from_json
+from .fixture import AgentBenchmark, FixtureSettings
+from .metrics import EXTRA_INFO_KEY
+from .slo import check_budgets, parse_budgets
+from .units import format_bytes, format_count, format_duration, format_rate, parse_duration
+
+_SESSION_KEY = pytest.StashKey["AgentBenchSession"]()
+_BUDGETS_KEY = pytest.StashKey[list]()
+
+
+class AgentBenchSession:
+    """What the plugin collects over a session."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.records: dict[str, dict[str, Any]] = {}
+        self.regressions: list[Regression] = []
+        text = config.getoption("agentbench_compare_fail")
+        try:
+            self.gates = parse_gates(text) if text else []
+        except ValueError as exc:
+            raise pytest.UsageError(f"--agentbench-compare-fail: {exc}") from None
+        interval = config.getoption("agentbench_sample_interval")
+        try:
+            self.sample_interval = parse_duration(interval)
+        except (TypeError, ValueError) as exc:
+            raise pytest.UsageError(f"--agentbench-sample-interval: {exc}") from None
+        if not 100e-6 <= self.sample_interval <= 10:
+            raise pytest.UsageError("--agentbench-sample-interval must be from 100us to 10s")
+
+    def baseline(self) -> dict[str, dict[str, Any]]:
+        bs = getattr(self.config, "_benchmarksession", None)
+        merged: dict[str, dict[str, Any]] = {}
+        for compared in getattr(bs, "compared_mapping", {}).values():
+            merged.update(records_from_json({"benchmarks": list(compared.values())}))
+        return merged
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("agentbench", "pyagentbench: memory, allocations and throughput of benchmarks")
+    group.addoption(
+        "--agentbench-compare-fail", metavar="GATES", default=None,
+        help="fail the session when a metric regressed against the --benchmark-compare baseline, "
+        "e.g. peak_rss:20%%,allocs_per_call:10%%,throughput:-10%%,p99:15%% (a negative percentage "
+        "fails on a fall). Metrics: peak_rss, rss_delta, cpu_percent, allocs_per_call, "
+        "bytes_per_call, throughput, error_rate, mean, p50, p95, p99, max.",
+    )
+    group.addoption(
+        "--agentbench-no-resources", action="store_true", default=False,
+        help="do not record peak RSS, RSS delta and CPU %% around agent_benchmark runs",
+    )
+    group.addoption(
+        "--agentbench-no-allocs", action="store_true", default=False,
+        help="do not count allocations per call after agent_benchmark runs",
+    )
+    group.addoption(
+        "--agentbench-sample-interval", metavar="DURATION", default="1ms",
+        help="interval of the native RSS/CPU sampler during benchmarks (default: 1ms)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "slo(p99=..., p95=..., mean=..., max_rss=..., max_rss_delta=..., max_allocs_per_call=..., "
+        "min_throughput=..., max_error_rate=...): budgets an agent_benchmark test must meet.",
+    )
+    config.addinivalue_line(
+        "markers",
+        "agentbench(resources=True, allocs=True, sample_interval=None): what agent_benchmark "
+        "records for this test.",
+    )
+    config.stash[_SESSION_KEY] = AgentBenchSession(config)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    problems = []
+    for item in items:
+        marker = item.get_closest_marker("slo")
+        if marker is None:
+            continue
+        try:
+            item.stash[_BUDGETS_KEY] = parse_budgets(marker.args, marker.kwargs)
+        except ValueError as exc:
+            problems.append(f"{item.nodeid}: {exc}")
+    if problems:
+        raise pytest.UsageError("invalid SLO budgets:\n  " + "\n  ".join(problems))
+
+
+def _settings(request: pytest.FixtureRequest, state: AgentBenchSession) -> FixtureSettings:
+    config = request.config
+    settings = FixtureSettings(
+        resources=not config.getoption("agentbench_no_resources"),
+        allocs=not config.getoption("agentbench_no_allocs"),
+        sample_interval=state.sample_interval,
+    )
+    marker = request.node.get_closest_marker("agentbench")
+    if marker is not None:
+        unknown = set(marker.kwargs) - {"resources", "allocs", "sample_interval"}
+        if marker.args or unknown:
+            raise pytest.UsageError(
+                f"{request.node.nodeid}: @pytest.mark.agentbench takes resources=, allocs= and "
+                f"sample_interval= only (got {sorted(unknown) or list(marker.args)})"
+            )
+        settings.resources = bool(marker.kwargs.get("resources", settings.resources))
+        settings.allocs = bool(marker.kwargs.get("allocs", settings.allocs))
+        if marker.kwargs.get("sample_interval") is not None:
+            settings.sample_interval = parse_duration(marker.kwargs["sample_interval"])
+    return settings
+
+
+@pytest.fixture
+def agent_benchmark(benchmark: Any, request: pytest.FixtureRequest) -> Any:
+    """Benchmark agent code with the native loop; see :class:`pyagentbench.fixture.AgentBenchmark`."""
+    state = request.config.stash[_SESSION_KEY]
+    budgets = request.node.stash.get(_BUDGETS_KEY, [])
+
+    def on_record(fixture: AgentBenchmark) -> None:
+        state.records[fixture.fullname] = dict(fixture.record)
+        broken, _ = check_budgets(budgets, fixture.record)
+        if broken:
+            pytest.fail("\n".join(broken), pytrace=False)
+
+    fixture = AgentBenchmark(benchmark, _settings(request, state), on_record)
+    yield fixture
+    if budgets and fixture.enabled and fixture.record:
+        _, unmeasured = check_budgets(budgets, fixture.record)
+        if unmeasured:
+            names = ", ".join(b.keyword for b in unmeasured)
+            pytest.fail(
+                f"SLO budgets {names} were set but never measured: "
+                "min_throughput and max_error_rate need agent_benchmark.throughput(...)",
+                pytrace=False,
+            )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = session.config.stash.get(_SESSION_KEY, None)
+    if state is None or not state.gates:
+        return
+    bs = getattr(session.config, "_benchmarksession", None)
+    if bs is not None and bs.disabled:
+        return
+    if not getattr(bs, "compared_mapping", None):
+        raise pytest.UsageError("--agentbench-compare-fail requires a valid --benchmark-compare")
+    state.regressions = check_gates(state.gates, state.records, state.baseline())
+    if state.regressions and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _summary_rows(records: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
+    def get(record: dict[str, Any], key: str, fmt: Any) -> str:
+        value = record.get(key)
+        return "-" if value is None else fmt(value)
+
+    rows: list[tuple[str, ...]] = [("Name", "peak RSS", "RSS delta", "CPU", "allocs/call", "throughput", "p99")]
+    for name, record in records.items():
+        p99 = record.get("latency_p99_s", record.get("p99_s"))
+        rows.append((
+            name.split("::", 1)[-1],
+            get(record, "peak_rss_bytes", format_bytes),
+            get(record, "rss_delta_bytes", format_bytes),
+            get(record, "cpu_percent", lambda v: f"{v:.0f}%"),
+            get(record, "allocs_per_call", lambda v: format_count(v)),
+            get(record, "throughput_per_s", lambda v: format_rate(v, "tasks")),
+            "-" if p99 is None else format_duration(p99),
+        ))
+    return rows
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash.get(_SESSION_KEY, None)
+    if state is None or not state.records:
+        return
+    rows = _summary_rows(state.records)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    terminalreporter.write_sep("-", "agentbench: memory, allocations, throughput")
+    for index, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        terminalreporter.write_line("  ".join(cells), bold=index == 0)
+    if state.regressions:
+        terminalreporter.write_sep("-", "agentbench: regressions against the baseline", red=True)
+        for line in format_regressions(state.regressions):
+            terminalreporter.write_line(line, red=True)

@@ -1,0 +1,100 @@
+"""SLO budgets: ``@pytest.mark.slo(p99="200ms", max_rss="50MB", min_throughput=1000, ...)``.
+
+Each keyword names a budget on one metric. Durations take ns, us, µs, ms or s; sizes B, KB, MB,
+GB (powers of 1000) or KiB, MiB, GiB; plain numbers are seconds, bytes or counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .metrics import Metric, metric, metric_value
+from .units import parse_duration, parse_size
+
+__all__ = ["Budget", "BUDGETS", "parse_budgets", "check_budgets"]
+
+# budget keyword -> (metric name, "max" or "min")
+BUDGETS: dict[str, tuple[str, str]] = {
+    "mean": ("mean", "max"),
+    "p50": ("p50", "max"),
+    "p95": ("p95", "max"),
+    "p99": ("p99", "max"),
+    "max_latency": ("max", "max"),
+    "max_rss": ("peak_rss", "max"),
+    "max_rss_delta": ("rss_delta", "max"),
+    "max_allocs_per_call": ("allocs_per_call", "max"),
+    "max_bytes_per_call": ("bytes_per_call", "max"),
+    "max_cpu_percent": ("cpu_percent", "max"),
+    "min_throughput": ("throughput", "min"),
+    "max_error_rate": ("error_rate", "max"),
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One budget: ``metric`` must stay at most (``bound == "max"``) or at least ``limit``."""
+
+    keyword: str
+    metric: Metric
+    bound: str
+    limit: float
+    text: str  # the limit as the user wrote it
+
+    def broken_by(self, value: float) -> bool:
+        return value > self.limit if self.bound == "max" else value < self.limit
+
+    def message(self, value: float) -> str:
+        relation = "above" if self.bound == "max" else "below"
+        return (
+            f"SLO budget {self.keyword}={self.text!r} broken: measured {self.metric.name} = "
+            f"{self.metric.format(value)}, {relation} the budget of {self.metric.format(self.limit)}"
+        )
+
+
+def _parse_limit(keyword: str, m: Metric, value: Any) -> float:
+    if m.kind == "duration":
+        return parse_duration(value)
+    if m.kind == "size":
+        return parse_size(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"must be a number, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"must be >= 0, got {value!r}")
+    if m.kind == "ratio" and value > 1:
+        raise ValueError(f"is a fraction from 0 to 1, got {value!r}")
+    return float(value)
+
+
+def parse_budgets(args: tuple, kwargs: Mapping[str, Any]) -> list[Budget]:
+    """Budgets from an slo marker's arguments; ValueError with a clear message on bad input."""
+    if args:
+        raise ValueError("@pytest.mark.slo takes keyword arguments only, e.g. slo(p99='200ms')")
+    if not kwargs:
+        raise ValueError("@pytest.mark.slo needs at least one budget, e.g. slo(p99='200ms')")
+    budgets = []
+    for keyword, value in kwargs.items():
+        if keyword not in BUDGETS:
+            raise ValueError(
+                f"@pytest.mark.slo: unknown budget {keyword!r}; known: {', '.join(BUDGETS)}"
+            )
+        metric_name, bound = BUDGETS[keyword]
+        m = metric(metric_name)
+        try:
+            limit = _parse_limit(keyword, m, value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"@pytest.mark.slo({keyword}={value!r}): {exc}") from None
+        budgets.append(Budget(keyword, m, bound, limit, str(value)))
+    return budgets
+
+
+def check_budgets(budgets: list[Budget], record: Mapping[str, Any]) -> tuple[list[str], list[Budget]]:
+    """Messages for broken budgets, and the budgets whose metric the record does not hold."""
+    broken, unmeasured = [], []
+    for budget in budgets:
+        value = metric_value(record, budget.metric)
+        if value is None:
+            unmeasured.append(budget)
+        elif budget.broken_by(value):
+            broken.append(budget.message(value))
+    return broken, unmeasured

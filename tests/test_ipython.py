@@ -1,0 +1,63 @@
+"""The %abench / %%abench magics, through IPython's InteractiveShell."""
+
+import pytest
+
+IPython = pytest.importorskip("IPython")
+
+from pyagentbench.ipython import AbenchResult  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def shell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "pyagentbench")
+    yield shell
+    InteractiveShell.clear_instance()
+
+
+def test_line_magic_times_a_statement_in_the_user_namespace(shell):
+    shell.user_ns["words"] = "find the cheapest flight".split()
+    result = shell.run_line_magic("abench", "-t 0.05 sorted(words)")
+    assert isinstance(result, AbenchResult)
+    assert result.result == sorted(shell.user_ns["words"])
+    assert result.measurement.rounds >= 5
+    assert 0 < result.measurement.median < 1e-3
+    assert result.metrics["allocs_per_call"] >= 1  # the new list
+    assert result.metrics["peak_rss_bytes"] > 0
+
+
+def test_line_magic_options(shell):
+    result = shell.run_line_magic("abench", "-r 4 -n 10 --no-allocs --no-resources len('abc')")
+    assert result.measurement.rounds == 4 and result.measurement.loops == 10
+    assert "allocs_per_call" not in result.metrics and "peak_rss_bytes" not in result.metrics
+
+
+def test_cell_magic_runs_setup_once_and_times_the_cell(shell):
+    result = shell.run_cell_magic("abench", "-r 3 -n 2 counter = []", "counter.append(1)\nx = len(counter)\n")
+    assert result.measurement.rounds == 3
+    # setup once; then the probe call, warmup round and timed rounds; then the allocation passes
+    assert len(shell.user_ns["counter"]) >= 1 + 2 * (1 + 3)
+
+
+def test_result_renders_as_html_and_text(shell):
+    result = shell.run_line_magic("abench", "-t 0.02 [0] * 100")
+    page = result._repr_html_()
+    assert page.startswith("<table") and "peak RSS" in page and "allocs/call" in page
+    text = repr(result)
+    assert text.startswith("%abench [0] * 100") and "median" in text
+
+
+def test_bad_usage_raises_clear_errors(shell):
+    with pytest.raises(ValueError, match="needs a statement"):
+        shell.run_line_magic("abench", "-r 3")
+    with pytest.raises(ValueError, match="bad options"):
+        shell.run_line_magic("abench", "-r x len('a')")
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        shell.run_line_magic("abench", "-r 0 len('a')")
+
+
+def test_native_timers_import_directly(shell):
+    shell.run_cell("from pyagentbench import now_ns, Timer\nt0 = now_ns()\nwith Timer() as t: pass")
+    assert shell.user_ns["t"].elapsed_ns >= 0
