@@ -29,6 +29,12 @@ from .resources import (
 from .cache import Cache, cache_key, cached
 from .histogram import Histogram
 from .taskqueue import QueueClosed, TaskQueue
+# agent layer (mocks live in pyagentbench.mocks)
+from .agent import Agent, AgentMetrics, Task
+from .batch import BatchExecutor, BatchResult
+from .breaker import CircuitBreaker, CircuitOpenError
+from .load import LoadResult, arun_load, run_load
+from .pool import AgentPool
 
 __version__ = "0.1.0"
 
@@ -70,4 +76,16 @@ __all__ = [
     "Cache",
     "cached",
     "cache_key",
+    # agent layer
+    "Task",
+    "Agent",
+    "AgentMetrics",
+    "AgentPool",
+    "BatchExecutor",
+    "BatchResult",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "run_load",
+    "arun_load",
+    "LoadResult",
 ]

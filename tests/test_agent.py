@@ -1,0 +1,357 @@
+"""Agent and Task: sync and async handlers, submit/run/process, stop(drain), cache, breaker, metrics."""
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+
+import pytest
+
+import pyagentbench
+
+if not all(hasattr(pyagentbench, n) for n in ("TaskQueue", "Histogram", "QueueClosed")):
+    pytest.skip("the native runtime (TaskQueue, Histogram) is not built in", allow_module_level=True)
+
+from pyagentbench import Agent, CircuitBreaker, CircuitOpenError, Task
+from pyagentbench.mocks import MockLLM
+
+
+class Echo(Agent):
+    def handle(self, task):
+        return task.payload
+
+
+class Double(Agent):
+    def handle(self, task):
+        if task.payload == "boom":
+            raise ValueError("boom")
+        return task.payload * 2
+
+
+class AsyncDouble(Agent):
+    async def handle(self, task):
+        await asyncio.sleep(0)
+        if task.payload == "boom":
+            raise ValueError("boom")
+        return task.payload * 2
+
+
+class Slow(Agent):
+    def handle(self, task):
+        time.sleep(0.002)
+        return task.payload
+
+
+def make_cache():
+    return pyagentbench.Cache(maxsize=100) if hasattr(pyagentbench, "Cache") else None
+
+
+# ---- Task ----
+
+
+def test_task_ids_are_unique_and_fields_kept():
+    a, b = Task("x"), Task("y", priority=3, kind="search")
+    assert a.id != b.id
+    assert (b.payload, b.priority, b.kind) == ("y", 3, "search")
+    assert Task("z", id="mine").id == "mine"
+
+
+def test_agent_needs_a_handle():
+    with pytest.raises(TypeError, match="handle"):
+        Agent()
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc",
+    [({"workers": 0}, ValueError), ({"workers": "2"}, TypeError), ({"maxsize": -1}, ValueError),
+     ({"cache": 3}, TypeError), ({"breaker": "b"}, TypeError), ({"name": 1}, TypeError)],
+)
+def test_bad_options_are_named(kwargs, exc):
+    with pytest.raises(exc, match=next(iter(kwargs))):
+        Echo(**kwargs)
+
+
+# ---- sync ----
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_run_returns_results_in_submission_order(workers):
+    with Double(workers=workers) as agent:
+        data = list(range(10_000))
+        assert agent.run(data) == [x * 2 for x in data]
+        assert agent.run([]) == []
+        assert agent.run(iter([1, 2])) == [2, 4]
+    m = agent.metrics()
+    assert m.tasks_completed == 10_002 and m.tasks_failed == 0
+    assert m.latency.count == 10_002 and m.queue_wait.count == 10_002
+    assert m.throughput > 0 and m.latency_max_ns >= m.latency_p50_ns > 0
+
+
+def test_run_spreads_work_across_workers():
+    with Slow(workers=4) as agent:
+        start = time.perf_counter()
+        agent.run(range(200))
+        elapsed = time.perf_counter() - start
+    assert elapsed < 200 * 0.002 / 2  # at least 2x from 4 sleeping workers
+
+
+def test_run_failures_raise_the_first_or_are_returned():
+    with Double(workers=2) as agent:
+        with pytest.raises(ValueError, match="boom"):
+            agent.run([1, "boom", 3])
+        results = agent.run([1, "boom", 3], return_exceptions=True)
+        assert results[0] == 2 and results[2] == 6 and isinstance(results[1], ValueError)
+        assert agent.run([5]) == [10]  # workers survived
+    m = agent.metrics()
+    assert (m.tasks_completed, m.tasks_failed) == (5, 2)
+    assert m.error_rate == pytest.approx(2 / 7)
+
+
+def test_submit_returns_futures_and_priority_orders_the_queue():
+    order = []
+    gate = threading.Event()
+
+    class Recorder(Agent):
+        def handle(self, task):
+            gate.wait()
+            order.append(task.payload)
+            return task.payload
+
+    agent = Recorder(workers=1)
+    first = agent.submit("first")
+    time.sleep(0.05)  # the worker is now blocked on the gate
+    futures = [agent.submit(p, priority=pr) for p, pr in [("low", 5), ("high", -1), ("mid", 0), ("mid2", 0)]]
+    gate.set()
+    assert first.result(timeout=5) == "first"
+    assert [f.result(timeout=5) for f in futures] == ["low", "high", "mid", "mid2"]
+    assert order == ["first", "high", "mid", "mid2", "low"]
+    agent.stop()
+    assert isinstance(first, concurrent.futures.Future)
+
+
+def test_handler_exception_goes_to_its_future_and_worker_survives():
+    with Double(workers=1) as agent:
+        bad = agent.submit("boom")
+        good = agent.submit(4)
+        with pytest.raises(ValueError):
+            bad.result(timeout=5)
+        assert good.result(timeout=5) == 8
+
+
+def test_stop_drain_loses_no_task():
+    agent = Slow(workers=2)
+    futures = [agent.submit(i) for i in range(100)]
+    agent.stop(drain=True)
+    assert [f.result(timeout=0) for f in futures] == list(range(100))
+    assert agent.metrics().tasks_completed == 100
+    assert agent.state == "stopped"
+    with pytest.raises(RuntimeError, match="stopped"):
+        agent.submit(1)
+
+
+def test_stop_without_drain_cancels_queued_tasks():
+    agent = Slow(workers=1)
+    futures = [agent.submit(i) for i in range(200)]
+    time.sleep(0.01)
+    agent.stop(drain=False)
+    cancelled = sum(f.cancelled() for f in futures)
+    done = sum(f.done() and not f.cancelled() for f in futures)
+    assert cancelled > 100 and cancelled + done == 200
+
+
+def test_restart_after_stop():
+    agent = Echo(workers=1)
+    agent.start()
+    agent.stop()
+    agent.start()
+    assert agent.run([1]) == [1]
+    agent.stop()
+
+
+def test_process_runs_inline_with_metrics():
+    agent = Double()
+    assert agent.process(21) == 42
+    assert agent.process(Task(1)) == 2
+    with pytest.raises(ValueError):
+        agent.process("boom")
+    m = agent.metrics()
+    assert (m.tasks_completed, m.tasks_failed) == (2, 1)
+    assert agent.state == "created"  # no workers needed
+
+
+def test_status_reports_queue_depth_and_busy_workers():
+    gate = threading.Event()
+
+    class Gate(Agent):
+        def handle(self, task):
+            gate.wait()
+
+    agent = Gate(workers=2)
+    for i in range(5):
+        agent.submit(i)
+    time.sleep(0.05)
+    status = agent.status()
+    assert status == {"state": "running", "queue_depth": 3, "busy_workers": 2, "workers": 2}
+    gate.set()
+    agent.stop()
+    assert agent.status()["busy_workers"] == 0
+
+
+def test_cache_hits_skip_the_handler_and_count_tokens_saved():
+    if not hasattr(pyagentbench, "Cache"):
+        pytest.skip("needs pyagentbench.Cache")
+    calls = []
+    llm = MockLLM(responses=["x" * 40])
+
+    class Cached(Agent):
+        def handle(self, task):
+            calls.append(task.payload)
+            return llm.complete(str(task.payload))
+
+    agent = Cached(cache=pyagentbench.Cache(maxsize=10))
+    for _ in range(3):
+        agent.process("abcdefgh")  # 2 tokens in, 10 out
+    agent.process({"q": 1})
+    agent.process({"q": 1})
+    assert calls == ["abcdefgh", {"q": 1}]
+    m = agent.metrics()
+    assert (m.cache_hits, m.cache_misses) == (3, 2)
+    assert (m.tokens_in, m.tokens_out) == (4, 20)
+    assert m.tokens_saved == 2 * 12 + 12
+
+
+def test_run_with_cache_and_breaker_uses_the_full_path():
+    if not hasattr(pyagentbench, "Cache"):
+        pytest.skip("needs pyagentbench.Cache")
+    with Double(workers=2, cache=pyagentbench.Cache(maxsize=1000), breaker=CircuitBreaker()) as agent:
+        assert agent.run([1, 2, 1, 2] * 50) == [2, 4, 2, 4] * 50
+    m = agent.metrics()
+    assert m.cache_misses == 2 and m.cache_hits == 198
+
+
+def test_breaker_opens_and_rejections_count_as_failures():
+    breaker = CircuitBreaker(failure_threshold=2, reset_timeout=60)
+    agent = Double(breaker=breaker)
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            agent.process("boom")
+    with pytest.raises(CircuitOpenError):
+        agent.process(1)
+    assert breaker.state == "open"
+    assert agent.metrics().tasks_failed == 3
+
+
+def test_record_tokens_from_the_handler_and_from_mock_llm_in_workers():
+    llm = MockLLM(responses=["abcd" * 3])
+
+    class Tokens(Agent):
+        def handle(self, task):
+            self.record_tokens(5, 7)
+            return llm.complete("abcd")
+
+    with Tokens(workers=3) as agent:
+        agent.run(range(30))
+        agent.submit(0).result(timeout=5)
+    m = agent.metrics()
+    assert (m.tokens_in, m.tokens_out) == (31 * 6, 31 * 10)
+
+
+def test_exact_counts_with_many_threads_calling_process():
+    agent = Double()
+
+    def hammer():
+        for i in range(2000):
+            agent.process(i)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert agent.metrics().tasks_completed == 8000
+
+
+def test_sync_agent_refuses_async_with():
+    async def main():
+        async with Echo():
+            pass
+
+    with pytest.raises(TypeError, match="with"):
+        asyncio.run(main())
+
+
+# ---- async ----
+
+
+def test_async_run_submit_process_and_metrics():
+    async def main():
+        async with AsyncDouble(workers=8) as agent:
+            results = await agent.run(range(500))
+            future = agent.submit(21)
+            assert isinstance(future, asyncio.Future)
+            assert await future == 42
+            assert await agent.process(5) == 10
+            with pytest.raises(ValueError):
+                await agent.run([1, "boom"])
+            mixed = await agent.run([1, "boom"], return_exceptions=True)
+            bad = agent.submit("boom")
+            with pytest.raises(ValueError):
+                await bad
+        return agent, results, mixed
+
+    agent, results, mixed = asyncio.run(main())
+    assert results == [x * 2 for x in range(500)]
+    assert mixed[0] == 2 and isinstance(mixed[1], ValueError)
+    m = agent.metrics()
+    assert (m.tasks_completed, m.tasks_failed) == (504, 3)
+    assert agent.state == "stopped"
+
+
+def test_async_agent_runs_concurrently_and_counts_mock_tokens():
+    llm = MockLLM(responses=["abcdefgh"], latency=0.05)
+
+    class Caller(Agent):
+        async def handle(self, task):
+            return await llm.acomplete("abcd")
+
+    async def main():
+        async with Caller(workers=50) as agent:
+            start = time.perf_counter()
+            await agent.run(range(100))
+            return agent, time.perf_counter() - start
+
+    agent, elapsed = asyncio.run(main())
+    assert elapsed < 0.5  # 100 x 50 ms on 50 workers: about 0.1 s
+    m = agent.metrics()
+    assert (m.tokens_in, m.tokens_out) == (100, 200)
+
+
+def test_async_stop_drain_and_no_drain():
+    class Sleepy(Agent):
+        async def handle(self, task):
+            await asyncio.sleep(0.001)
+            return task.payload
+
+    async def main():
+        agent = Sleepy(workers=2)
+        agent.start()
+        futures = [agent.submit(i) for i in range(50)]
+        await agent.stop(drain=True)
+        drained = [f.result() for f in futures]
+        agent2 = Sleepy(workers=1)
+        agent2.start()
+        futures2 = [agent2.submit(i) for i in range(50)]
+        await asyncio.sleep(0.005)
+        await agent2.stop(drain=False)
+        return drained, futures2
+
+    drained, futures2 = asyncio.run(main())
+    assert drained == list(range(50))
+    assert sum(f.cancelled() for f in futures2) > 25
+    assert all(f.done() for f in futures2)
+
+
+def test_async_agent_refuses_plain_with():
+    with pytest.raises(TypeError, match="async with"):
+        with AsyncDouble():
+            pass
