@@ -233,42 +233,79 @@ class AgentBenchmark:
         rate: float | None = None,
     ) -> Any:
         """Run a load (see :func:`pyagentbench.run_load`) and record its throughput, error rate and
-        latency percentiles. If the test times nothing else, each task's latency becomes a round
-        of pytest-benchmark's statistics. Returns the LoadResult."""
-        from .load import run_load  # the agent layer; imported on use
+        latency percentiles. If the test times nothing else, each task's service time becomes a
+        round of pytest-benchmark's statistics. Returns the LoadResult."""
+        from .load import run_load  # the agent layer, imported on use
 
         payloads = list(payloads)
-        if not self.enabled:
-            if not self._timed and not self._benchmark._mode:
-                self._claim("agent_benchmark.throughput(...)")
-            return _run_once(target, (payloads[0],), {}) if payloads else None
-        result = run_load(target, payloads, concurrency=concurrency, duration=duration, rate=rate)
-        metrics = load_metrics(result)
-        if not self._timed and not self._benchmark._mode:
+        call, is_async = _load_callable(target)
+        claim = not self._timed and not self._benchmark._mode
+        if claim:
             self._claim("agent_benchmark.throughput(...)")
-            latencies = getattr(result, "latencies_ns", None)
-            if latencies:
-                stats = self._benchmark._make_stats(1)
-                stats.options["timer"] = "pyagentbench.now_ns"
-                for ns in latencies:
-                    stats.update(ns * 1e-9)
-        self._store(metrics)
+        if not self.enabled:
+            return _run_once(call, (payloads[0],), {}) if payloads else None
+        service_ns: list[int] = []
+        if claim:
+            call = _timed_call(call, is_async, service_ns)
+        result = run_load(call, payloads, concurrency=concurrency, duration=duration, rate=rate,
+                          progress=False)
+        if claim and service_ns:
+            stats = self._benchmark._make_stats(1)
+            stats.options["timer"] = "pyagentbench.now_ns"
+            for ns in service_ns:
+                stats.update(ns * 1e-9)
+        self._store(load_metrics(result))
         return result
+
+
+def _load_callable(target: Any) -> tuple[Callable[[Any], Any], bool]:
+    """What run_load would call for target (an Agent's process(), or target itself)."""
+    from .agent import Agent
+
+    if isinstance(target, Agent):
+        return target.process, target.is_async
+    if not callable(target):
+        raise TypeError(f"agent_benchmark.throughput(): target must be an Agent or a callable, "
+                        f"not {type(target).__name__}")
+    return target, inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+        getattr(target, "__call__", None))
+
+
+def _timed_call(call: Callable[[Any], Any], is_async: bool, sink: list[int]) -> Callable[[Any], Any]:
+    """call, appending each call's nanoseconds to sink (list.append is atomic under the GIL)."""
+    now_ns = _native.now_ns
+    if is_async:
+        async def timed_async(payload: Any) -> Any:
+            start = now_ns()
+            try:
+                return await call(payload)
+            finally:
+                sink.append(now_ns() - start)
+
+        return timed_async
+
+    def timed(payload: Any) -> Any:
+        start = now_ns()
+        try:
+            return call(payload)
+        finally:
+            sink.append(now_ns() - start)
+
+    return timed
 
 
 def load_metrics(result: Any) -> dict[str, Any]:
     """Record keys for a load run's LoadResult."""
-    metrics = {
+    return {
         "throughput_per_s": float(result.throughput),
         "error_rate": float(result.error_rate),
         "completed": int(result.completed),
         "failed": int(result.failed),
-        "latency_p50_s": float(result.latency_p50),
-        "latency_p95_s": float(result.latency_p95),
-        "latency_p99_s": float(result.latency_p99),
-        "latency_max_s": float(result.latency_max),
+        "load_duration_s": float(result.duration_s),
+        "latency_p50_s": result.latency_p50_ns * 1e-9,
+        "latency_p95_s": result.latency_p95_ns * 1e-9,
+        "latency_p99_s": result.latency_p99_ns * 1e-9,
+        "latency_max_s": result.latency_max_ns * 1e-9,
+        "achieved_concurrency": float(result.achieved_concurrency),
+        "load_mode": result.mode,
     }
-    concurrency = getattr(result, "concurrency", None)
-    if concurrency is not None:
-        metrics["achieved_concurrency"] = float(concurrency)
-    return metrics

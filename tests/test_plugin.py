@@ -349,3 +349,64 @@ def test_a_suite_without_agent_benchmark_sees_no_difference(pytester):
     body = with_plugin.stdout.str().split("collected", 1)[1]
     assert "agentbench" not in body
     assert "warning" not in with_plugin.stdout.str().lower()
+
+
+THROUGHPUT_TESTS = """
+import asyncio
+
+import pytest
+
+from pyagentbench.mocks import MockLLM
+
+
+def handle(payload):
+    return payload * 2
+
+
+@pytest.mark.slo(min_throughput=100, max_error_rate=0.0)
+def test_sync_load(agent_benchmark):
+    result = agent_benchmark.throughput(handle, range(2000), concurrency=4)
+    assert result.completed == 2000
+
+
+async def ahandle(payload):
+    await asyncio.sleep(0.001)
+    return payload
+
+
+def test_async_load_after_timing(agent_benchmark):
+    agent_benchmark(ahandle, 1)
+    result = agent_benchmark.throughput(ahandle, range(200), concurrency=20)
+    assert result.completed == 200
+
+
+def flaky(payload):
+    if payload % 10 == 0:
+        raise RuntimeError("tool failed")
+    return payload
+
+
+@pytest.mark.slo(max_error_rate=0.01)
+def test_error_budget(agent_benchmark):
+    agent_benchmark.throughput(flaky, range(100), concurrency=2)
+"""
+
+
+def test_throughput_lands_in_extra_info_and_budgets(pytester):
+    pytester.makepyfile(THROUGHPUT_TESTS)
+    result = run(pytester, "--benchmark-json=out.json")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*SLO budget max_error_rate='0.01' broken: measured error_rate = 10 %*"])
+    benches = {b["name"]: b for b in load(pytester)["benchmarks"]}
+    sync = benches["test_sync_load"]
+    record = sync["extra_info"]["agentbench"]
+    for key in ("throughput_per_s", "error_rate", "latency_p50_s", "latency_p95_s",
+                "latency_p99_s", "latency_max_s", "completed", "failed"):
+        assert key in record, key
+    assert record["completed"] == 2000 and record["error_rate"] == 0
+    # Throughput alone: each task's service time is a round of pytest-benchmark's statistics.
+    assert sync["stats"]["rounds"] == 2000
+    both = benches["test_async_load_after_timing"]
+    assert both["extra_info"]["agentbench"]["throughput_per_s"] > 0
+    assert "p99_s" in both["extra_info"]["agentbench"]  # from the timing call
+    result.stdout.fnmatch_lines(["test_sync_load*tasks/s*"])
