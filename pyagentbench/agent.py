@@ -678,9 +678,9 @@ class Agent:
             priority = task.priority
         if self.is_async:
             self._ensure_async_started()
-            future = asyncio.get_running_loop().create_future()
-            self._queue.put_nowait((priority, next(self._seq), _ASingle(task, future, now_ns())))
-            return future
+            afuture: asyncio.Future = asyncio.get_running_loop().create_future()
+            self._queue.put_nowait((priority, next(self._seq), _ASingle(task, afuture, now_ns())))
+            return afuture
         self._ensure_started()
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._put(_Single(task, future, now_ns()), priority)

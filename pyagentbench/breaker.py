@@ -74,36 +74,38 @@ class CircuitBreaker:
         name: Optional[str] = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.failure_threshold = _check_count("failure_threshold", failure_threshold)
-        self.half_open_max_calls = _check_count("half_open_max_calls", half_open_max_calls)
-        if isinstance(reset_timeout, bool) or not isinstance(reset_timeout, numbers.Real):
+        self.failure_threshold: int = _check_count("failure_threshold", failure_threshold)
+        self.half_open_max_calls: int = _check_count("half_open_max_calls", half_open_max_calls)
+        # int and float are numbers.Real at run time; naming them lets mypy see that a float passes
+        # (typeshed's float does not subclass numbers.Real, so the rest would look unreachable).
+        if isinstance(reset_timeout, bool) or not isinstance(reset_timeout, (int, float, numbers.Real)):
             raise TypeError(f"reset_timeout must be a number of seconds, not {type(reset_timeout).__name__}")
         if not (math.isfinite(reset_timeout) and reset_timeout >= 0):
             raise ValueError(f"reset_timeout must be a finite number >= 0, got {reset_timeout!r}")
-        self.reset_timeout = float(reset_timeout)
+        self.reset_timeout: float = float(reset_timeout)
         if isinstance(expected_exceptions, type):
             expected_exceptions = (expected_exceptions,)
         if not isinstance(expected_exceptions, tuple) or not all(
             isinstance(e, type) and issubclass(e, BaseException) for e in expected_exceptions
         ):
             raise TypeError("expected_exceptions must be an exception class or a tuple of them")
-        self.expected_exceptions = expected_exceptions
+        self.expected_exceptions: tuple[type[BaseException], ...] = expected_exceptions
         if not callable(clock):
             raise TypeError("clock must be a callable returning seconds")
-        self.name = name
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._state = CLOSED
-        self._opened_at = 0.0
-        self._consecutive_failures = 0
-        self._trials = 0
+        self.name: Optional[str] = name
+        self._clock: Callable[[], float] = clock
+        self._lock: threading.Lock = threading.Lock()
+        self._state: str = CLOSED
+        self._opened_at: float = 0.0
+        self._consecutive_failures: int = 0
+        self._trials: int = 0
         self._listeners: list[Callable[[Transition], Any]] = []
         self.transitions: Deque[Transition] = collections.deque(maxlen=TRANSITION_HISTORY)
-        self.calls = 0
-        self.successes = 0
-        self.failures = 0
-        self.rejections = 0
-        self.times_opened = 0
+        self.calls: int = 0
+        self.successes: int = 0
+        self.failures: int = 0
+        self.rejections: int = 0
+        self.times_opened: int = 0
 
     # -- state machine (called with the lock held) --
 
@@ -125,7 +127,7 @@ class CircuitBreaker:
             return self._move(HALF_OPEN, f"reset_timeout of {self.reset_timeout:g} s passed", now)
         return None
 
-    def _notify(self, transitions: list) -> None:
+    def _notify(self, transitions: list[Optional[Transition]]) -> None:
         for transition in transitions:
             if transition is not None:
                 for listener in list(self._listeners):

@@ -233,7 +233,8 @@ class AgentBenchmark:
         rate: float | None = None,
     ) -> Any:
         """Run a load (see :func:`pyagentbench.run_load`) and record its throughput, error rate and
-        latency percentiles. If the test times nothing else, each task's service time becomes a
+        latency percentiles, and, unless the test's timing already did, peak RSS, RSS delta and
+        CPU % over the load. If the test times nothing else, each task's service time becomes a
         round of pytest-benchmark's statistics. Returns the LoadResult."""
         from .load import run_load  # the agent layer, imported on use
 
@@ -247,14 +248,25 @@ class AgentBenchmark:
         service_ns: list[int] = []
         if claim:
             call = _timed_call(call, is_async, service_ns)
-        result = run_load(call, payloads, concurrency=concurrency, duration=duration, rate=rate,
-                          progress=False)
+        window = None
+        if self._settings.resources and "peak_rss_bytes" not in self.record:
+            window = ResourceWindow(self._settings.sample_interval)
+        if window is not None:
+            with window:
+                result = run_load(call, payloads, concurrency=concurrency, duration=duration,
+                                  rate=rate, progress=False)
+        else:
+            result = run_load(call, payloads, concurrency=concurrency, duration=duration, rate=rate,
+                              progress=False)
         if claim and service_ns:
             stats = self._benchmark._make_stats(1)
             stats.options["timer"] = "pyagentbench.now_ns"
             for ns in service_ns:
                 stats.update(ns * 1e-9)
-        self._store(load_metrics(result))
+        metrics = load_metrics(result)
+        if window is not None:
+            metrics.update(window.metrics)
+        self._store(metrics)
         return result
 
 

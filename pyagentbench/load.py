@@ -73,7 +73,8 @@ def _positive(name: str, value: Any) -> Optional[float]:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number or None, not {type(value).__name__}")
-    if not (value > 0 and math.isfinite(value)):
+    # numbers.Real only promises < and <= (typeshed has no > for it); same test as "not (value > 0)".
+    if value <= 0 or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 

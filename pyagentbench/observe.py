@@ -61,18 +61,32 @@ class ResourceWindow:
         }
 
 
+def _returns_awaitables(fn: Callable[..., Any], args: tuple, kwargs: dict | None) -> bool:
+    """True for coroutine functions and for callables that return awaitables (found by one call,
+    whose awaitable is closed unrun)."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    value = fn(*args, **(kwargs or {}))
+    if inspect.isawaitable(value):
+        close = getattr(value, "close", None)
+        if close is not None:
+            close()
+        return True
+    return False
+
+
 def count_allocs_any(
     fn: Callable[..., Any], args: tuple, kwargs: dict | None, loops: int
 ) -> tuple[float, float]:
     """Allocations and bytes per call, for plain and coroutine functions alike.
 
-    Plain functions go through :func:`pyagentbench.count_allocs`. Coroutines are counted the same
-    way (the difference of a pass of ``loops`` and one of ``2 * loops`` awaits on one event loop),
+    Plain functions go through :func:`pyagentbench.count_allocs`. Coroutine functions, and
+    callables that return awaitables, are counted the same way (the difference of a pass of ``loops`` and one of ``2 * loops`` awaits on one event loop),
     which leaves out the loop's constant cost but keeps what each await of fn allocates, including
     the coroutine object itself.
     """
     loops = max(1, min(loops, ALLOC_PASS_MAX_LOOPS))
-    if not (inspect.iscoroutinefunction(fn)):
+    if not _returns_awaitables(fn, args, kwargs):
         return resources.count_allocs(fn, args, kwargs, loops=loops)
     runner = _AsyncRounds(fn, args, kwargs)
     try:

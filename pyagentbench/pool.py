@@ -23,7 +23,8 @@ def _check_seconds(name: str, value: Any) -> Optional[float]:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be seconds or None, not {type(value).__name__}")
-    if not (value >= 0 and not math.isnan(value)):
+    # numbers.Real only promises < and <= (typeshed has no >= for it); same test as "not (value >= 0)".
+    if value < 0 or math.isnan(value):
         raise ValueError(f"{name} must be >= 0, got {value!r}")
     return float(value)
 
