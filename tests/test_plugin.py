@@ -12,14 +12,18 @@ FAST = ("-p", "no:cacheprovider", "--benchmark-max-time=0.05", "--benchmark-min-
 AGENT_TESTS = """
 import asyncio
 import os
+import time
 
 import pytest
 
 ALLOC_MB = int(os.environ.get("AGENTBENCH_TEST_ALLOC_MB", "1"))
 SIZE = ALLOC_MB * 2**20
+SLOW = os.environ.get("AGENTBENCH_TEST_SLOW") == "1"
 
 
 def plan(query):
+    if SLOW:
+        time.sleep(0.001)
     return query.split()
 
 
@@ -410,3 +414,28 @@ def test_throughput_lands_in_extra_info_and_budgets(pytester):
     assert both["extra_info"]["agentbench"]["throughput_per_s"] > 0
     assert "p99_s" in both["extra_info"]["agentbench"]  # from the timing call
     result.stdout.fnmatch_lines(["test_sync_load*tasks/s*"])
+
+
+def test_benchmark_histogram_and_save_see_our_rounds(pytester):
+    pytest.importorskip("pygal")
+    pytester.makepyfile(test_agents=AGENT_TESTS)
+    result = run(pytester, "--benchmark-only", "--benchmark-histogram=hist", "--benchmark-save=first")
+    result.assert_outcomes(passed=3, skipped=1)
+    svg = (pytester.path / "hist.svg").read_text()
+    for name in ("test_plan", "test_context", "test_llm"):
+        assert name in svg
+    saved = list((pytester.path / ".benchmarks").rglob("*first.json"))
+    assert len(saved) == 1
+    data = json.loads(saved[0].read_text())
+    assert {b["name"] for b in data["benchmarks"]} == {"test_plan", "test_context", "test_llm"}
+    assert all("agentbench" in b["extra_info"] for b in data["benchmarks"])
+
+
+def test_pytest_benchmark_compare_fail_gates_our_rounds(pytester, monkeypatch):
+    pytester.makepyfile(test_agents=AGENT_TESTS)
+    run(pytester, "--benchmark-only", "--benchmark-autosave").assert_outcomes(passed=3, skipped=1)
+    # plan() now sleeps 1 ms: pytest-benchmark's own gate must catch it in our rounds.
+    monkeypatch.setenv("AGENTBENCH_TEST_SLOW", "1")
+    result = run(pytester, "--benchmark-only", "--benchmark-compare", "--benchmark-compare-fail=min:100%")
+    assert result.ret != 0
+    assert "Performance has regressed" in result.stdout.str() + result.stderr.str()
