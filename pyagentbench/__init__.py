@@ -1,8 +1,17 @@
 """pyagentbench: benchmark Python AI agents inside pytest.
 
 Native clocks and a native timing loop; resource metrics; an agent runtime (task queue, cache,
-histogram); a pytest plugin on top of pytest-benchmark. Everything public is re-exported here.
+histogram) and agent layer; a pytest plugin on top of pytest-benchmark. Everything public is
+re-exported here.
+
+The clocks load with the package; every other name loads its module on first use, so importing
+the package (as pytest does for the plugin) stays cheap for suites that use little of it.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._native import (
     clock_info,
@@ -13,42 +22,48 @@ from ._native import (
     process_cpu_ns,
     thread_cpu_ns,
 )
-from .timers import Measurement, Timer, measure
-from .resources import (
-    AllocCounter,
-    ResourceSummary,
-    Sampler,
-    SampleSeries,
-    count_allocs,
-    peak_rss,
-    reset_peak_rss,
-    rss,
-    sampler_info,
-)
-# runtime data structures
-from .cache import Cache, cache_key, cached
-from .histogram import Histogram
-from .taskqueue import QueueClosed, TaskQueue
-# agent layer (mocks live in pyagentbench.mocks)
-from .agent import Agent, AgentMetrics, Task
-from .batch import BatchExecutor, BatchResult
-from .breaker import CircuitBreaker, CircuitOpenError
-from .load import LoadResult, arun_load, run_load
-from .pool import AgentPool
 
 __version__ = "0.1.0"
 
-
-def load_ipython_extension(ipython):  # type: ignore[no-untyped-def]
-    """``%load_ext pyagentbench``: register the ``%abench`` / ``%%abench`` magics."""
-    from .ipython import load_ipython_extension as load
-
-    load(ipython)
-
+# public name -> the module that defines it
+_LAZY: dict[str, str] = {
+    # clocks and timing
+    "Timer": "timers",
+    "measure": "timers",
+    "Measurement": "timers",
+    # resource metrics
+    "Sampler": "resources",
+    "ResourceSummary": "resources",
+    "SampleSeries": "resources",
+    "sampler_info": "resources",
+    "rss": "resources",
+    "peak_rss": "resources",
+    "reset_peak_rss": "resources",
+    "AllocCounter": "resources",
+    "count_allocs": "resources",
+    # runtime data structures
+    "Histogram": "histogram",
+    "TaskQueue": "taskqueue",
+    "QueueClosed": "taskqueue",
+    "Cache": "cache",
+    "cached": "cache",
+    "cache_key": "cache",
+    # agent layer (mocks live in pyagentbench.mocks)
+    "Task": "agent",
+    "Agent": "agent",
+    "AgentMetrics": "agent",
+    "AgentPool": "pool",
+    "BatchExecutor": "batch",
+    "BatchResult": "batch",
+    "CircuitBreaker": "breaker",
+    "CircuitOpenError": "breaker",
+    "run_load": "load",
+    "arun_load": "load",
+    "LoadResult": "load",
+}
 
 __all__ = [
     "__version__",
-    # clocks and timing
     "now_ns",
     "now",
     "thread_cpu_ns",
@@ -56,36 +71,48 @@ __all__ = [
     "cycles",
     "cycles_to_ns",
     "clock_info",
-    "Timer",
-    "measure",
-    "Measurement",
-    # resource metrics
-    "Sampler",
-    "ResourceSummary",
-    "SampleSeries",
-    "sampler_info",
-    "rss",
-    "peak_rss",
-    "reset_peak_rss",
-    "AllocCounter",
-    "count_allocs",
-    # runtime data structures
-    "Histogram",
-    "TaskQueue",
-    "QueueClosed",
-    "Cache",
-    "cached",
-    "cache_key",
-    # agent layer
-    "Task",
-    "Agent",
-    "AgentMetrics",
-    "AgentPool",
-    "BatchExecutor",
-    "BatchResult",
-    "CircuitBreaker",
-    "CircuitOpenError",
-    "run_load",
-    "arun_load",
-    "LoadResult",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext pyagentbench``: register the ``%abench`` / ``%%abench`` magics."""
+    from .ipython import load_ipython_extension as load
+
+    load(ipython)
+
+
+if TYPE_CHECKING:
+    from .agent import Agent, AgentMetrics, Task
+    from .batch import BatchExecutor, BatchResult
+    from .breaker import CircuitBreaker, CircuitOpenError
+    from .cache import Cache, cache_key, cached
+    from .histogram import Histogram
+    from .load import LoadResult, arun_load, run_load
+    from .pool import AgentPool
+    from .resources import (
+        AllocCounter,
+        ResourceSummary,
+        SampleSeries,
+        Sampler,
+        count_allocs,
+        peak_rss,
+        reset_peak_rss,
+        rss,
+        sampler_info,
+    )
+    from .taskqueue import QueueClosed, TaskQueue
+    from .timers import Measurement, Timer, measure

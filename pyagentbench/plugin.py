@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 
 from .compare import Regression, check_gates, format_regressions, parse_gates, records_from_json
-from .fixture import AgentBenchmark, FixtureSettings
-from .metrics import EXTRA_INFO_KEY
 from .slo import check_budgets, parse_budgets
 from .units import format_bytes, format_count, format_duration, format_rate, parse_duration
 
@@ -101,7 +99,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         raise pytest.UsageError("invalid SLO budgets:\n  " + "\n  ".join(problems))
 
 
-def _settings(request: pytest.FixtureRequest, state: AgentBenchSession) -> FixtureSettings:
+def _settings(request: pytest.FixtureRequest, state: AgentBenchSession) -> Any:
+    from .fixture import FixtureSettings  # the timing machinery loads when a test asks for it
+
     config = request.config
     settings = FixtureSettings(
         resources=not config.getoption("agentbench_no_resources"),
@@ -126,6 +126,8 @@ def _settings(request: pytest.FixtureRequest, state: AgentBenchSession) -> Fixtu
 @pytest.fixture
 def agent_benchmark(benchmark: Any, request: pytest.FixtureRequest) -> Any:
     """Benchmark agent code with the native loop; see :class:`pyagentbench.fixture.AgentBenchmark`."""
+    from .fixture import AgentBenchmark  # the timing machinery loads when a test asks for it
+
     state = request.config.stash[_SESSION_KEY]
     budgets = request.node.stash.get(_BUDGETS_KEY, [])
 

@@ -1,5 +1,6 @@
 """The native clocks: now_ns, now, CPU clocks, the cycle counter and clock_info."""
 
+import sys
 import threading
 import time
 
@@ -153,3 +154,21 @@ def test_now_works_as_pytest_benchmark_timer(pytester):
     bench = data["benchmarks"][0]
     assert bench["options"]["timer"] in ("now", "pyagentbench.now")
     assert 0 < bench["stats"]["min"] < 0.01
+
+
+def test_importing_the_package_loads_only_the_clocks(pytester):
+    # pytest imports the package for the plugin in every suite; the rest must wait until used.
+    result = pytester.run(
+        sys.executable, "-c",
+        "import sys, pyagentbench; "
+        "print(sorted(m for m in sys.modules if m.startswith('pyagentbench')), 'asyncio' in sys.modules); "
+        "pyagentbench.TaskQueue; print('pyagentbench.taskqueue' in sys.modules)",
+    )
+    assert result.ret == 0
+    assert result.stdout.lines == ["['pyagentbench', 'pyagentbench._native'] False", "True"]
+
+
+def test_unknown_attribute_raises_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        pyagentbench.nope
+    assert "TaskQueue" in dir(pyagentbench)
