@@ -9,6 +9,11 @@
  * dict's own calls to key __hash__/__eq__ (and the test clock), around which the code holds a
  * reference to the entry it works on and re-checks that the entry is still linked. The module does
  * not declare Py_mod_gil, so free-threaded CPython keeps the GIL enabled while it is imported.
+ *
+ * Linked is what makes an entry live: an entry leaves the dict before it leaves the list (so a
+ * failed dict deletion leaves it fully present), and every path that finds an entry in the dict
+ * treats one that is not linked (in the brief window a store or removal is still settling while
+ * Python code runs) as absent.
  */
 #include "module.h"
 #include "clock.h"
@@ -131,15 +136,22 @@ cache_clock_ns(CacheObject *self)
         return -1;
     }
     double seconds = PyFloat_AsDouble(result);
-    Py_DECREF(result);
     if (seconds == -1.0 && PyErr_Occurred()) {
+        Py_DECREF(result);
         return -1;
     }
-    if (!isfinite(seconds)) {
-        PyErr_SetString(PyExc_ValueError, "Cache clock must return a finite number of seconds");
+    /* Converting a double outside int64's range is undefined behaviour: reject it, and NaN and
+     * the infinities with it (every comparison with NaN is false). 2**63 is exact as a double. */
+    double ns = seconds * 1e9;
+    if (!(ns >= -9223372036854775808.0 && ns < 9223372036854775808.0)) {
+        PyErr_Format(PyExc_ValueError,
+                     "Cache clock must return a finite number of seconds within +-9.2e9, got %R",
+                     result);
+        Py_DECREF(result);
         return -1;
     }
-    return (int64_t)(seconds * 1e9);
+    Py_DECREF(result);
+    return (int64_t)ns;
 }
 
 /* ttl in seconds (None -> none) to nanoseconds. */
@@ -170,15 +182,28 @@ parse_ttl(PyObject *obj, const char *where, int64_t *ttl_ns)
 
 /* ---- core operations ---- */
 
-/* Removes e from list and dict. 0, or -1 with an exception. */
+/* Removes e from dict and list: 1 if this call removed it, 0 if it was already gone (Python code
+ * run by the deletion, or another thread, removed it meanwhile), -1 with an exception if the dict
+ * deletion failed, in which case e stays in both dict and list, as present as before.
+ *
+ * The dict deletion runs the key's __hash__/__eq__, so other code can run while it is under way;
+ * e stays linked until the deletion succeeded so that no path ever finds it in the dict but off
+ * the list. */
 static int
 cache_remove(CacheObject *self, CacheEntry *e)
 {
+    if (e->prev == NULL) {
+        return 0;
+    }
     Py_INCREF(e);
-    entry_unlink(e);
     int rc = PyDict_DelItem(self->dict, e->key);
-    if (rc < 0 && PyErr_ExceptionMatches(PyExc_KeyError)) {
-        PyErr_Clear(); /* already gone (a key's __eq__ changed the cache meanwhile) */
+    if (rc == 0) {
+        rc = e->prev != NULL; /* 0: removed meanwhile, and the deletion hit an equal newer key */
+        entry_unlink(e);
+    }
+    else if (PyErr_ExceptionMatches(PyExc_KeyError)) {
+        PyErr_Clear(); /* already gone: removed meanwhile */
+        entry_unlink(e);
         rc = 0;
     }
     Py_DECREF(e);
@@ -186,7 +211,7 @@ cache_remove(CacheObject *self, CacheEntry *e)
 }
 
 /* The live entry for key, as a new reference, or NULL (with an exception set only on error).
- * Expired entries are removed and counted. */
+ * An entry in the dict but not linked is absent. Expired entries are removed and counted. */
 static CacheEntry *
 cache_find(CacheObject *self, PyObject *key)
 {
@@ -198,7 +223,7 @@ cache_find(CacheObject *self, PyObject *key)
         }
     }
     CacheEntry *e = (CacheEntry *)PyDict_GetItemWithError(self->dict, key);
-    if (e == NULL) {
+    if (e == NULL || e->prev == NULL) {
         return NULL;
     }
     if (e->expires_ns != NO_EXPIRY) {
@@ -206,9 +231,11 @@ cache_find(CacheObject *self, PyObject *key)
             now_ns = pab_now_ns();
         }
         if (now_ns >= e->expires_ns) {
-            self->expirations++;
-            (void)cache_remove(self, e);
-            return NULL;
+            int rc = cache_remove(self, e);
+            if (rc > 0) {
+                self->expirations++;
+            }
+            return NULL; /* with the exception if the removal failed */
         }
     }
     return (CacheEntry *)Py_NewRef(e);
@@ -221,7 +248,8 @@ cache_lookup(CacheObject *self, PyObject *key)
     if (self->clock == NULL) {
         /* Fast path: no Python code runs between the dict lookup and the return. */
         CacheEntry *e = (CacheEntry *)PyDict_GetItemWithError(self->dict, key);
-        if (e != NULL && (e->expires_ns == NO_EXPIRY || pab_now_ns() < e->expires_ns)) {
+        if (e != NULL && e->prev != NULL &&
+            (e->expires_ns == NO_EXPIRY || pab_now_ns() < e->expires_ns)) {
             entry_move_last(self, e);
             self->hits++;
             return Py_NewRef(e->value);
@@ -250,15 +278,18 @@ cache_lookup(CacheObject *self, PyObject *key)
     return value;
 }
 
+/* Removes least recently used entries while the cache holds more than maxsize. 0, or -1 with an
+ * exception (the entry that failed to go stays, still least recent, for the next eviction). */
 static int
 cache_evict(CacheObject *self)
 {
     while (self->maxsize >= 0 && PyDict_GET_SIZE(self->dict) > self->maxsize &&
            self->root.next != &self->root) {
-        self->evictions++;
-        if (cache_remove(self, self->root.next) < 0) {
+        int rc = cache_remove(self, self->root.next);
+        if (rc < 0) {
             return -1;
         }
+        self->evictions += (unsigned long long)rc;
     }
     return 0;
 }
@@ -279,14 +310,12 @@ cache_store(CacheObject *self, PyObject *key, PyObject *value, int64_t ttl_ns)
         return PyObject_Hash(key) == -1 ? -1 : 0;
     }
     CacheEntry *e = (CacheEntry *)PyDict_GetItemWithError(self->dict, key);
-    if (e != NULL) {
+    if (e != NULL && e->prev != NULL) {
         Py_INCREF(e);
         PyObject *old = e->value;
         e->value = Py_NewRef(value);
         e->expires_ns = expires_ns;
-        if (e->prev != NULL) {
-            entry_move_last(self, e);
-        }
+        entry_move_last(self, e);
         if (expires_ns != NO_EXPIRY) {
             self->has_expiring = 1;
         }
@@ -294,9 +323,10 @@ cache_store(CacheObject *self, PyObject *key, PyObject *value, int64_t ttl_ns)
         Py_DECREF(e);
         return 0;
     }
-    if (PyErr_Occurred()) {
+    if (e == NULL && PyErr_Occurred()) {
         return -1;
     }
+    /* Absent (or in the dict but unlinked, which counts as absent: the new entry replaces it). */
     e = PyObject_New(CacheEntry, self->state->cache_entry_type);
     if (e == NULL) {
         return -1;
@@ -309,6 +339,10 @@ cache_store(CacheObject *self, PyObject *key, PyObject *value, int64_t ttl_ns)
         Py_DECREF(e);
         return -1;
     }
+    /* Linked only once it is in the dict, so no path finds it in the list but not in the dict.
+     * The key's __hash__/__eq__ ran inside PyDict_SetItem before the insertion; should Python code
+     * still run before the link (only if that code stored an equal key meanwhile and the insertion
+     * freed its entry), it sees this entry unlinked, which every lookup treats as absent. */
     entry_link_last(self, e);
     Py_DECREF(e); /* the dict holds it */
     if (expires_ns != NO_EXPIRY) {
@@ -350,15 +384,13 @@ cache_expire(CacheObject *self)
     Py_ssize_t n = PyList_GET_SIZE(expired), removed = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         CacheEntry *e = (CacheEntry *)PyList_GET_ITEM(expired, i);
-        if (e->prev == NULL) {
-            continue;
-        }
-        self->expirations++;
-        removed++;
-        if (cache_remove(self, e) < 0) {
+        int rc = cache_remove(self, e);
+        if (rc < 0) {
             Py_DECREF(expired);
-            return -1;
+            return -1; /* has_expiring stays set: the entry is still there */
         }
+        self->expirations += (unsigned long long)rc;
+        removed += rc;
     }
     Py_DECREF(expired);
     if (!any_left) {
@@ -443,13 +475,21 @@ cache_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *value = Py_NewRef(e->value);
-    int rc = e->prev != NULL ? cache_remove(self, e) : 0;
+    int rc = cache_remove(self, e);
     Py_DECREF(e);
+    if (rc > 0) {
+        return value;
+    }
+    Py_DECREF(value);
     if (rc < 0) {
-        Py_DECREF(value);
         return NULL;
     }
-    return value;
+    /* Removed by someone else while this removal ran: it was not this pop's to return. */
+    if (nargs == 2) {
+        return Py_NewRef(args[1]);
+    }
+    PyErr_SetObject(PyExc_KeyError, args[0]);
+    return NULL;
 }
 
 static PyObject *
@@ -549,9 +589,13 @@ cache_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
         }
         return -1;
     }
-    int rc = e->prev != NULL ? cache_remove(self, e) : 0;
+    int rc = cache_remove(self, e);
     Py_DECREF(e);
-    return rc;
+    if (rc == 0) {
+        PyErr_SetObject(PyExc_KeyError, key); /* removed by someone else meanwhile */
+        return -1;
+    }
+    return rc < 0 ? -1 : 0;
 }
 
 static int
@@ -796,6 +840,12 @@ static PyObject *
 cached_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     CachedFunctionObject *self = (CachedFunctionObject *)op;
+    if (self->func == NULL) {
+        /* tp_clear ran (the GC breaking a cycle) and something still reached the object. Checked
+         * here, not in tp_call: every call, PyObject_Call's included, lands here. */
+        PyErr_SetString(PyExc_RuntimeError, "CachedFunction was cleared");
+        return NULL;
+    }
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *key = cached_make_key(self, args, nargs, kwnames);
     if (key == NULL) {
@@ -890,16 +940,6 @@ cached_dealloc(PyObject *op)
 }
 
 static PyObject *
-cached_call_checked(PyObject *op, PyObject *args, PyObject *kwargs)
-{
-    if (((CachedFunctionObject *)op)->func == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "CachedFunction was cleared");
-        return NULL;
-    }
-    return PyVectorcall_Call(op, args, kwargs);
-}
-
-static PyObject *
 cached_descr_get(PyObject *op, PyObject *obj, PyObject *type)
 {
     if (obj == NULL || obj == Py_None) {
@@ -944,7 +984,7 @@ static PyType_Slot cached_slots[] = {
     {Py_tp_dealloc, cached_dealloc},
     {Py_tp_traverse, cached_traverse},
     {Py_tp_clear, cached_clear},
-    {Py_tp_call, cached_call_checked},
+    {Py_tp_call, PyVectorcall_Call},
     {Py_tp_descr_get, cached_descr_get},
     {Py_tp_methods, cached_methods},
     {Py_tp_getset, cached_getset},

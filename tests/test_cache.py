@@ -504,3 +504,213 @@ def test_cache_key_names_the_bad_argument():
         cache_key("ok", object())
     with pytest.raises(TypeError, match="keyword argument 'when'"):
         cache_key(when={1, 2})
+
+
+# ---- removal while Python code runs (regressions) ----
+
+
+def run_isolated(code: str) -> subprocess.CompletedProcess:
+    """Runs code in a fresh interpreter (a crash must not take pytest down with it)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+        env={"PYTHONPATH": ":".join(sys.path), "PYTHONFAULTHANDLER": "1"},
+    )
+
+
+def test_lookup_from_a_key_hash_run_by_eviction_sees_a_consistent_cache():
+    # Eviction deletes k1 from the dict, which calls k1.__hash__; the lookup made from there used to
+    # find an entry already unlinked from the LRU list but still in the dict, and crash.
+    code = """if True:
+        from pyagentbench import Cache
+        c = Cache(maxsize=1)
+        seen = []
+        class K:
+            armed = False
+            def __hash__(self):
+                if self.armed:
+                    self.armed = False
+                    seen.append((c.get(self, "absent"), len(c), c.keys() == [self]))
+                return 1
+        k1, k2 = K(), K()
+        c[k1] = "v1"
+        k1.armed = True
+        c[k2] = "v2"
+        assert seen == [("v1", 2, False)], seen
+        assert c.keys() == [k2] and len(c) == 1 and c.get(k1) is None, (c.keys(), len(c))
+        assert c.stats()["evictions"] == 1, c.stats()
+        print("ok")
+    """
+    proc = run_isolated(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("through", ["cache", "cached"])
+def test_threads_evicting_keys_with_python_hash_do_not_crash(through):
+    # Frozen-dataclass keys hash in Python, so the GIL can switch inside an eviction's dict deletion.
+    code = f"""if True:
+        import dataclasses, sys, threading, time
+        from pyagentbench import Cache, cached
+        sys.setswitchinterval(1e-6)
+        @dataclasses.dataclass(frozen=True)
+        class Key:
+            a: int
+        keys = [Key(i) for i in range(8)]
+        c = Cache(maxsize=4)
+        f = cached(maxsize=4)(lambda k: k.a)
+        through = {through!r}
+        stop = False
+        def writer():
+            i = 0
+            while not stop:
+                if through == "cache":
+                    c[keys[i % 8]] = i
+                else:
+                    f(keys[i % 8])
+                i += 1
+        def reader():
+            i = 0
+            while not stop:
+                if through == "cache":
+                    c.get(keys[i % 8])
+                else:
+                    f(keys[(i * 3) % 8])
+                i += 1
+        ts = [threading.Thread(target=writer), threading.Thread(target=reader),
+              threading.Thread(target=reader)]
+        for t in ts:
+            t.start()
+        time.sleep(1.5)
+        stop = True
+        for t in ts:
+            t.join()
+        cache = c if through == "cache" else f.cache
+        assert len(cache) == len(cache.keys()) <= 4
+        print("ok")
+    """
+    proc = run_isolated(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+class FlakyKey:
+    """A key whose __hash__ raises once when armed (as a transient failure in Python code would)."""
+
+    def __init__(self, h: int) -> None:
+        self.h = h
+        self.fail = False
+
+    def __hash__(self) -> int:
+        if self.fail:
+            self.fail = False
+            raise RuntimeError("transient hash failure")
+        return self.h
+
+
+class ArmingKey:
+    """A key whose __hash__ arms another key's failure (for the dict deletion that follows)."""
+
+    def __init__(self, victim: FlakyKey) -> None:
+        self.victim = victim
+
+    def __hash__(self) -> int:
+        if self.victim is not None:
+            self.victim.fail, self.victim = True, None
+        return 8
+
+
+def test_a_failed_eviction_leaves_the_entry_fully_present():
+    c = Cache(maxsize=1)
+    k1 = FlakyKey(7)
+    c[k1] = 1
+    k2 = ArmingKey(k1)
+    with pytest.raises(RuntimeError, match="transient"):
+        c[k2] = 2  # stored, but evicting k1 failed
+    assert len(c) == 2 and c.keys() == [k1, k2]  # len and keys agree
+    assert c.get(k1) == 1 and c.stats()["evictions"] == 0
+    for i in range(3):  # evictions catch up and keep the cache at maxsize
+        c[f"a{i}"] = i
+    assert len(c) == 1 and c.keys() == ["a2"] and c.get("a2") == 2
+    assert c.stats()["evictions"] == 4
+
+
+def test_failed_pop_and_del_raise_and_keep_the_entry():
+    c = Cache()
+    k = FlakyKey(7)
+    c[k] = "v"
+    # Lookup hashes once and removal hashes again: arm the failure for the removal's hash.
+    class ArmOnEq:
+        def __hash__(self):
+            return 7
+        def __eq__(self, other):
+            k.fail = True
+            return other is k
+    with pytest.raises(RuntimeError, match="transient"):
+        c.pop(ArmOnEq())
+    assert c.keys() == [k] and len(c) == 1 and c[k] == "v"
+    with pytest.raises(RuntimeError, match="transient"):
+        del c[ArmOnEq()]
+    assert c.keys() == [k] and len(c) == 1 and c[k] == "v"
+    assert c.pop(k) == "v" and len(c) == 0 and c.keys() == []
+
+
+def test_a_failed_expiry_is_not_counted_and_is_retried():
+    clock = FakeClock()
+    c = Cache(ttl=1, clock=clock)
+    k = FlakyKey(7)
+    c[k] = "v"
+    clock.now += 5
+    k.fail = True
+    with pytest.raises(RuntimeError, match="transient"):
+        c.expire()
+    stats = c.stats()  # retries the expiry, which now succeeds: counted once
+    assert (stats["expirations"], stats["size"]) == (1, 0) and c.keys() == []
+
+    class ArmOnEq:
+        def __hash__(self):
+            return 7
+        def __eq__(self, other):
+            k.fail = True  # the lookup's comparison arms the removal's hash
+            return other is k
+    c[k] = "v"
+    clock.now += 5
+    with pytest.raises(RuntimeError, match="transient"):
+        c.get(ArmOnEq())
+    stats = c.stats()
+    assert (stats["expirations"], stats["size"]) == (2, 0) and c.keys() == []
+
+
+@pytest.mark.parametrize("seconds", [1e300, -1e300, 9.3e9, -9.3e9, float("nan"), float("inf")])
+def test_test_clock_out_of_int64_nanoseconds_raises_value_error(seconds):
+    c = Cache(ttl=1, clock=lambda: seconds)
+    with pytest.raises(ValueError, match="Cache clock"):
+        c["k"] = 1
+    assert len(Cache(ttl=1, clock=lambda: 9.2e9)) == 0  # the edge of the range still works
+
+
+def test_calling_a_cleared_cached_function_raises_instead_of_crashing():
+    # The GC's tp_clear empties a CachedFunction; a call reaching it afterwards (any call goes
+    # through vectorcall) must raise, not call a NULL function.
+    code = """if True:
+        import ctypes
+        from pyagentbench import cached
+        from pyagentbench._native import CachedFunction
+        get_slot = ctypes.pythonapi.PyType_GetSlot
+        get_slot.restype, get_slot.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_int]
+        Py_tp_clear = 51
+        tp_clear = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object)(get_slot(CachedFunction, Py_tp_clear))
+        f = cached()(lambda x: x)
+        assert f(1) == 1
+        assert tp_clear(f) == 0
+        for call in (lambda: f(2), lambda: f(x=3), lambda: f.__call__(4), lambda: f(1)):
+            try:
+                call()
+            except RuntimeError as e:
+                assert "cleared" in str(e), e
+            else:
+                raise AssertionError("no error")
+        print("ok")
+    """
+    proc = run_isolated(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
