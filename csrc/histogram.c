@@ -145,15 +145,31 @@ hist_percentile(const pab_hist *h, double p)
     return h->max;
 }
 
-/* Adds src into dst (same layout or not); Chan's formula combines the moments. */
-static void
+/* Adds src into dst (same layout or not); Chan's formula combines the moments. Returns 0, or -1
+ * without changing dst if a count would overflow int64. Needs no Python API. */
+static int
 hist_merge(pab_hist *dst, const pab_hist *src)
 {
     if (src->total_count == 0) {
-        return;
+        return 0;
     }
     int same = dst->lowest == src->lowest && dst->highest == src->highest &&
                dst->significant_figures == src->significant_figures;
+    /* Check every sum before changing anything. Each bucket count is at most its histogram's
+     * total, so when the totals' sum fits, so does every bucket's. */
+    int64_t n, clamped = dst->clamped_count;
+    if (__builtin_add_overflow(dst->total_count, src->total_count, &n) ||
+        __builtin_add_overflow(clamped, src->clamped_count, &clamped)) {
+        return -1;
+    }
+    if (!same) {
+        for (int32_t i = 0; i < src->counts_len; i++) {
+            if (src->counts[i] != 0 && hist_value_at_index(src, i) > dst->highest &&
+                __builtin_add_overflow(clamped, src->counts[i], &clamped)) {
+                return -1;
+            }
+        }
+    }
     for (int32_t i = 0; i < src->counts_len; i++) {
         int64_t c = src->counts[i];
         if (c == 0) {
@@ -166,12 +182,10 @@ hist_merge(pab_hist *dst, const pab_hist *src)
             int64_t value = hist_value_at_index(src, i);
             if (value > dst->highest) {
                 value = dst->highest;
-                dst->clamped_count += c;
             }
             dst->counts[pab_hist_index(dst, value)] += c;
         }
     }
-    int64_t n = dst->total_count + src->total_count;
     double delta = src->mean - dst->mean;
     dst->m2 += src->m2 + delta * delta * (double)dst->total_count * (double)src->total_count / (double)n;
     dst->mean += delta * (double)src->total_count / (double)n;
@@ -184,7 +198,8 @@ hist_merge(pab_hist *dst, const pab_hist *src)
     if (src_max > dst->max) {
         dst->max = src_max;
     }
-    dst->clamped_count += src->clamped_count;
+    dst->clamped_count = clamped;
+    return 0;
 }
 
 /* ---- the Python type ---- */
@@ -253,6 +268,14 @@ pab_histogram_from_hist(pab_state *state, const pab_hist *h)
     return (PyObject *)self;
 }
 
+/* Sets OverflowError for a count beyond int64 in method `where`; returns NULL. */
+static PyObject *
+hist_overflow(const char *where)
+{
+    PyErr_Format(PyExc_OverflowError, "Histogram.%s: counts would overflow int64", where);
+    return NULL;
+}
+
 /* Converts a recorded value: int (any size) or float (rounded). Sets *out; -1 with an error. */
 static int
 hist_convert_value(PyObject *obj, int64_t *out, const char *where)
@@ -286,10 +309,12 @@ hist_convert_value(PyObject *obj, int64_t *out, const char *where)
     return rc;
 }
 
-/* Records value count times, applying the out-of-range policy. -1 with ValueError. */
+/* Records value count times, applying the out-of-range policy. -1 with ValueError, or with
+ * OverflowError (and nothing changed) if a count would overflow int64. */
 static inline int
 hist_record_checked(pab_hist *h, int64_t value, int64_t count)
 {
+    int64_t clamped = h->clamped_count;
     if (value < 0 || value > h->highest) {
         if (!h->clamp) {
             PyErr_Format(PyExc_ValueError,
@@ -298,11 +323,16 @@ hist_record_checked(pab_hist *h, int64_t value, int64_t count)
             return -1;
         }
         value = value < 0 ? 0 : h->highest;
-        h->clamped_count += count;
+        if (__builtin_add_overflow(clamped, count, &clamped)) {
+            hist_overflow("record()");
+            return -1;
+        }
     }
-    if (count > 0) {
-        pab_hist_record_in_range(h, value, count);
+    if (count > 0 && pab_hist_record_in_range(h, value, count) < 0) {
+        hist_overflow("record()");
+        return -1;
     }
+    h->clamped_count = clamped;
     return 0;
 }
 
@@ -514,9 +544,14 @@ histogram_percentiles(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     if (ps == NULL) {
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(ps, "percentiles(): ps must be an iterable of numbers");
+    /* A tuple snapshot: it holds its items, which a p's __float__ cannot take away (it could
+     * empty a list being iterated, freeing the very item in use). */
+    PyObject *seq = PySequence_Tuple(ps);
     Py_DECREF(ps);
     if (seq == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_SetString(PyExc_TypeError, "percentiles(): ps must be an iterable of numbers");
+        }
         return NULL;
     }
     PyObject *result = PyDict_New();
@@ -524,8 +559,8 @@ histogram_percentiles(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(seq);
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-        PyObject *key = PySequence_Fast_GET_ITEM(seq, i);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(seq); i++) {
+        PyObject *key = PyTuple_GET_ITEM(seq, i);
         double p;
         if (parse_percentile(key, &p) < 0) {
             goto error;
@@ -568,9 +603,12 @@ histogram_merge(PyObject *op, PyObject *other)
         }
         memcpy(copy.counts, self->hist.counts, (size_t)copy.counts_len * sizeof(int64_t));
         PAB_OBJECT_LOCK(self);
-        hist_merge(&self->hist, &copy);
+        int rc = hist_merge(&self->hist, &copy);
         PAB_OBJECT_UNLOCK(self);
         free(copy.counts);
+        if (rc < 0) {
+            return hist_overflow("merge()");
+        }
         Py_RETURN_NONE;
     }
     /* Lock in address order so two threads merging a into b and b into a cannot deadlock. */
@@ -579,9 +617,12 @@ histogram_merge(PyObject *op, PyObject *other)
     PAB_OBJECT_LOCK(second);
     (void)first;
     (void)second;
-    hist_merge(&self->hist, &src->hist);
+    int rc = hist_merge(&self->hist, &src->hist);
     PAB_OBJECT_UNLOCK(second);
     PAB_OBJECT_UNLOCK(first);
+    if (rc < 0) {
+        return hist_overflow("merge()");
+    }
     Py_RETURN_NONE;
 }
 
@@ -696,33 +737,56 @@ histogram_from_dict(PyObject *cls, PyObject *data)
     if (clamp < 0) {
         return NULL;
     }
+    if (sf < 1 || sf > 5) { /* validated as read: a cast to int first would wrap 2**32 + 3 to 3 */
+        PyErr_Format(PyExc_ValueError,
+                     "from_dict(): significant_figures must be between 1 and 5, got %lld",
+                     (long long)sf);
+        return NULL;
+    }
+    /* A tuple snapshot of counts: the dict's list is borrowed, and Python code run below (an
+     * entry's __index__, a list subclass's __getitem__) could drop it or its entries. */
     PyObject *counts = PyDict_GetItemString(data, "counts");
     if (counts == NULL || !PyList_Check(counts)) {
         PyErr_SetString(PyExc_ValueError, "from_dict(): counts must be a list of [index, count]");
         return NULL;
     }
+    Py_INCREF(counts); /* a list subclass's __iter__ could drop it from data while copied */
+    Py_SETREF(counts, PySequence_Tuple(counts));
+    if (counts == NULL) {
+        return NULL;
+    }
     PyTypeObject *type = (PyTypeObject *)cls;
     HistogramObject *self = (HistogramObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
+        Py_DECREF(counts);
         return NULL;
     }
     if (pab_hist_init(&self->hist, lowest, highest, (int)sf, clamp) < 0) {
-        Py_DECREF(self);
-        return NULL;
+        goto error;
     }
     int64_t total = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(counts); i++) {
-        PyObject *pair = PyList_GET_ITEM(counts, i);
-        long long index, c;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(counts); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(counts, i); /* held by the tuple */
         if (!(PyList_Check(pair) || PyTuple_Check(pair)) || PySequence_Size(pair) != 2) {
-            PyErr_SetString(PyExc_ValueError, "from_dict(): counts must be a list of [index, count]");
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError,
+                                "from_dict(): counts must be a list of [index, count]");
+            }
             goto error;
         }
-        PyObject *a = PySequence_GetItem(pair, 0), *b = PySequence_GetItem(pair, 1);
-        index = a ? PyLong_AsLongLong(a) : -1;
-        c = b ? PyLong_AsLongLong(b) : -1;
-        Py_XDECREF(a);
-        Py_XDECREF(b);
+        PyObject *a = PySequence_GetItem(pair, 0);
+        if (a == NULL) {
+            goto error;
+        }
+        PyObject *b = PySequence_GetItem(pair, 1);
+        if (b == NULL) {
+            Py_DECREF(a);
+            goto error;
+        }
+        long long index = PyLong_AsLongLong(a);
+        long long c = index == -1 && PyErr_Occurred() ? -1 : PyLong_AsLongLong(b);
+        Py_DECREF(a);
+        Py_DECREF(b);
         if (PyErr_Occurred()) {
             goto error;
         }
@@ -730,9 +794,15 @@ histogram_from_dict(PyObject *cls, PyObject *data)
             PyErr_Format(PyExc_ValueError, "from_dict(): bad counts entry [%lld, %lld]", index, c);
             goto error;
         }
-        self->hist.counts[index] += c;
-        total += c;
+        int64_t bucket;
+        if (__builtin_add_overflow(self->hist.counts[index], (int64_t)c, &bucket) ||
+            __builtin_add_overflow(total, (int64_t)c, &total)) {
+            hist_overflow("from_dict()");
+            goto error;
+        }
+        self->hist.counts[index] = bucket;
     }
+    Py_CLEAR(counts);
     if (total != count || (count > 0 && (min > max || min < 0 || max > highest))) {
         PyErr_SetString(PyExc_ValueError, "from_dict(): count, min and max disagree with counts");
         goto error;
@@ -745,6 +815,7 @@ histogram_from_dict(PyObject *cls, PyObject *data)
     self->hist.m2 = m2;
     return (PyObject *)self;
 error:
+    Py_XDECREF(counts);
     Py_DECREF(self);
     return NULL;
 }

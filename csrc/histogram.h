@@ -61,13 +61,19 @@ pab_hist_index(const pab_hist *h, int64_t value)
            (sub_bucket - h->sub_bucket_half_count);
 }
 
-/* Records count occurrences of value, which must already be within [0, highest]. Needs no Python
- * API (safe without the GIL under the owner's lock). */
-static inline void
+/* Records count occurrences of value, which must already be within [0, highest]. Returns 0, or -1
+ * without changing anything if a count would overflow int64 (the caller raises OverflowError).
+ * Needs no Python API (safe without the GIL under the owner's lock). */
+static inline int
 pab_hist_record_in_range(pab_hist *h, int64_t value, int64_t count)
 {
-    h->counts[pab_hist_index(h, value)] += count;
-    int64_t n = h->total_count + count;
+    int32_t index = pab_hist_index(h, value);
+    int64_t bucket, n;
+    if (__builtin_add_overflow(h->counts[index], count, &bucket) ||
+        __builtin_add_overflow(h->total_count, count, &n)) {
+        return -1;
+    }
+    h->counts[index] = bucket;
     double delta = (double)value - h->mean;
     h->mean += delta * (double)count / (double)n;
     h->m2 += delta * ((double)value - h->mean) * (double)count;
@@ -78,6 +84,7 @@ pab_hist_record_in_range(pab_hist *h, int64_t value, int64_t count)
     if (value > h->max) {
         h->max = value;
     }
+    return 0;
 }
 
 /* A new Histogram object holding a copy of h; NULL with an exception set on failure. */

@@ -121,11 +121,13 @@ queue_take(TaskQueueObject *self)
     if (waited < 0) {
         waited = 0;
     }
+    /* One count per get: the int64 counts cannot overflow (2**63 gets), so the overflow result
+     * is not checked and the clamped count matches the recorded one. */
     if (waited > self->wait_ns.highest) {
         waited = self->wait_ns.highest;
         self->wait_ns.clamped_count++;
     }
-    pab_hist_record_in_range(&self->wait_ns, waited, 1);
+    (void)pab_hist_record_in_range(&self->wait_ns, waited, 1);
     if (self->waiting_putters > 0) {
         pthread_cond_signal(&self->not_full);
     }

@@ -8,6 +8,8 @@ import json
 import math
 import random
 import statistics
+import subprocess
+import sys
 import threading
 import tracemalloc
 
@@ -280,3 +282,123 @@ def test_many_histograms_created_and_freed_keep_rss_flat():
             h.to_dict()
 
     assert rss_growth_bytes(op, 20_000, batch=2_000) < 4 * 1024 * 1024
+
+
+# ---- Python code run mid-call, and count overflow (regressions) ----
+
+
+def run_isolated(code: str) -> subprocess.CompletedProcess:
+    """Runs code in a fresh interpreter (a crash must not take pytest down with it)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+        env={"PYTHONPATH": ":".join(sys.path), "PYTHONFAULTHANDLER": "1"},
+    )
+
+
+def test_percentiles_holds_its_ps_while_their_float_runs():
+    # A p whose __float__ empties the list it came from drops the last reference to itself.
+    code = """if True:
+        from pyagentbench import Histogram
+        h = Histogram()
+        h.record(5)
+        class P:
+            def __float__(self):
+                ps.clear()
+                return 50.0
+            def __hash__(self):
+                return 1
+            def __eq__(self, other):
+                return self is other
+        ps = [P(), P()]
+        result = h.percentiles(ps)
+        assert sorted(result.values()) == [5, 5], result
+        print("ok")
+    """
+    proc = run_isolated(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_from_dict_holds_counts_while_entries_run_python_code():
+    # An entry's __index__ drops data["counts"] (and the entries with it) mid-iteration.
+    code = """if True:
+        from pyagentbench import Histogram
+        d = Histogram().to_dict()
+        class Evil:
+            def __index__(self):
+                d.pop("counts", None)
+                [[object()] * 50 for _ in range(100)]
+                return 0
+        class Shrinking(list):
+            def __getitem__(self, i):
+                d["counts"].clear()
+                return list.__getitem__(self, i)
+        d["counts"] = [[Evil(), 1]] + [[0, 1] for _ in range(1000)]
+        d["count"], d["min"], d["max"] = 1001, 0, 0
+        h = Histogram.from_dict(d)
+        assert (h.count, h.min, h.max) == (1001, 0, 0), h
+        d = Histogram().to_dict()
+        d["counts"] = [Shrinking([0, 1])] + [[0, 1] for _ in range(100)]
+        d["count"], d["min"], d["max"] = 101, 0, 0
+        h = Histogram.from_dict(d)
+        assert h.count == 101, h
+        print("ok")
+    """
+    proc = run_isolated(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_from_dict_validates_significant_figures_before_narrowing():
+    d = Histogram(significant_figures=3).to_dict()
+    for bad in (2**32 + 3, -(2**32) + 3, 0, 6):
+        with pytest.raises(ValueError, match="significant_figures"):
+            Histogram.from_dict({**d, "significant_figures": bad})
+    assert Histogram.from_dict(d).significant_figures == 3
+
+
+def test_count_overflow_raises_and_changes_nothing():
+    h = Histogram()
+    h.record(5, count=2**62)
+    with pytest.raises(OverflowError):
+        h.record(5, count=2**62)
+    with pytest.raises(OverflowError):
+        h.record(7, count=2**62)
+    assert (h.count, h.min, h.max, h.percentile(50)) == (2**62, 5, 5, 5)
+    h.record(5, count=2**62 - 1)  # up to the int64 maximum is fine
+    assert h.count == 2**63 - 1
+    with pytest.raises(OverflowError):
+        h.record(5)
+    with pytest.raises(OverflowError):
+        h.record_many([5])
+    with pytest.raises(OverflowError):
+        h.record_many(array.array("q", [5]))
+    assert h.count == 2**63 - 1 and h.clamped == 0
+
+    clamped = Histogram(highest=1000)
+    clamped.record(10**6, count=2**62)
+    with pytest.raises(OverflowError):
+        clamped.record(10**6, count=2**62)
+    assert (clamped.count, clamped.clamped) == (2**62, 2**62)
+
+    a, b = Histogram(), Histogram()
+    a.record(3, count=2**62)
+    b.record(4, count=2**62)
+    before = a.to_dict()
+    with pytest.raises(OverflowError):
+        a.merge(b)
+    with pytest.raises(OverflowError):
+        a.merge(a)
+    with pytest.raises(OverflowError):
+        a.merge(Histogram.from_dict({**b.to_dict()}))
+    other_layout = Histogram(highest=10**6, significant_figures=2)
+    other_layout.record(4, count=2**62)
+    with pytest.raises(OverflowError):
+        a.merge(other_layout)
+    assert a.to_dict() == before
+
+    d = Histogram().to_dict()
+    d["counts"] = [[1, 2**62], [1, 2**62]]
+    d["count"], d["min"], d["max"] = 0, 1, 1
+    with pytest.raises(OverflowError):
+        Histogram.from_dict(d)
