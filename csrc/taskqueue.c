@@ -6,6 +6,12 @@
  * cannot deadlock. Items move between the heap and their caller under the mutex alone: a blocked
  * get() pops its item without the GIL and only touches reference counts once it has the GIL back.
  * Waits are cut into slices of WAIT_SLICE_NS so that Ctrl-C (PyErr_CheckSignals) is seen promptly.
+ *
+ * fork(): every live queue is in a process-wide registry. Fork handlers take each queue's mutex
+ * before fork() (so no other thread is halfway through changing a queue), and in the child, where
+ * only the forking thread survives, give each queue a fresh mutex and conditions and zero its
+ * waiter counts: the inherited condition variables still account for waiters that no longer exist
+ * (signalling them can block forever), and the counts would have put() and task_done() signal them.
  */
 #include "histogram.h"
 #include "clock.h"
@@ -25,7 +31,7 @@ typedef struct {
     PyObject *obj; /* strong reference */
 } queue_item;
 
-typedef struct {
+typedef struct TaskQueueObject {
     PyObject_HEAD
     pab_state *state; /* borrowed: the type (held by every instance) keeps the module alive */
     pthread_mutex_t mutex;
@@ -33,6 +39,7 @@ typedef struct {
     pthread_cond_t not_full;
     pthread_cond_t all_done;
     int sync_ready; /* 1 once mutex and conditions exist */
+    struct TaskQueueObject *registry_prev, *registry_next; /* guarded by registry_lock */
     /* guarded by mutex: */
     queue_item *heap;
     Py_ssize_t size;
@@ -49,6 +56,118 @@ typedef struct {
     Py_ssize_t max_depth;
     pab_hist wait_ns;
 } TaskQueueObject;
+
+/* ---- synchronisation objects and fork ---- */
+
+/* Initialises the mutex and the three conditions (on CLOCK_MONOTONIC). 0, or an errno value with
+ * nothing left initialised. */
+static int
+queue_sync_init(TaskQueueObject *self)
+{
+    int rc = pthread_mutex_init(&self->mutex, NULL);
+    if (rc != 0) {
+        return rc;
+    }
+    pthread_condattr_t attr;
+    rc = pthread_condattr_init(&attr);
+    if (rc != 0) {
+        pthread_mutex_destroy(&self->mutex);
+        return rc;
+    }
+    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0) {
+        rc = pthread_cond_init(&self->not_empty, &attr);
+    }
+    if (rc == 0 && (rc = pthread_cond_init(&self->not_full, &attr)) != 0) {
+        pthread_cond_destroy(&self->not_empty);
+    }
+    if (rc == 0 && (rc = pthread_cond_init(&self->all_done, &attr)) != 0) {
+        pthread_cond_destroy(&self->not_empty);
+        pthread_cond_destroy(&self->not_full);
+    }
+    pthread_condattr_destroy(&attr);
+    if (rc != 0) {
+        pthread_mutex_destroy(&self->mutex);
+    }
+    return rc;
+}
+
+/* Every queue whose synchronisation objects exist. Process-wide by nature: threads and fork()
+ * belong to the process, not to an interpreter. Lock order: registry_lock, then queue mutexes. */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static TaskQueueObject *registry_head = NULL;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static int atfork_status = 0;
+
+static void
+atfork_prepare(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (TaskQueueObject *q = registry_head; q != NULL; q = q->registry_next) {
+        pthread_mutex_lock(&q->mutex); /* holders never wait for the GIL: this cannot deadlock */
+    }
+}
+
+static void
+atfork_parent(void)
+{
+    for (TaskQueueObject *q = registry_head; q != NULL; q = q->registry_next) {
+        pthread_mutex_unlock(&q->mutex);
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* Only the forking thread lives on in the child, and it holds every queue mutex (taken by
+ * atfork_prepare): no waiter survives, so fresh objects replace the inherited ones (never
+ * destroyed: destroying a condition with waiters is undefined). Items, counts and stats stay. */
+static void
+atfork_child(void)
+{
+    for (TaskQueueObject *q = registry_head; q != NULL; q = q->registry_next) {
+        q->waiting_getters = q->waiting_putters = q->waiting_joiners = 0;
+        if (queue_sync_init(q) != 0) {
+            /* Cannot happen for process-private objects with these attributes on glibc or musl
+             * (they allocate nothing); keep the inherited objects, now waiter-free, usable. */
+            pthread_mutex_unlock(&q->mutex);
+        }
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void
+register_atfork(void)
+{
+    atfork_status = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+static void
+registry_add(TaskQueueObject *q)
+{
+    pthread_mutex_lock(&registry_lock);
+    q->registry_prev = NULL;
+    q->registry_next = registry_head;
+    if (registry_head != NULL) {
+        registry_head->registry_prev = q;
+    }
+    registry_head = q;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void
+registry_remove(TaskQueueObject *q)
+{
+    pthread_mutex_lock(&registry_lock);
+    if (q->registry_prev != NULL) {
+        q->registry_prev->registry_next = q->registry_next;
+    }
+    else {
+        registry_head = q->registry_next;
+    }
+    if (q->registry_next != NULL) {
+        q->registry_next->registry_prev = q->registry_prev;
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
 
 /* ---- heap (callers hold the mutex) ---- */
 
@@ -757,30 +876,20 @@ taskqueue_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         Py_DECREF(self);
         return NULL;
     }
-    pthread_condattr_t attr;
-    if (pthread_mutex_init(&self->mutex, NULL) != 0 || pthread_condattr_init(&attr) != 0) {
+    if (atfork_status != 0) {
         Py_DECREF(self);
+        errno = atfork_status;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    int rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    if (rc == 0) {
-        rc = pthread_cond_init(&self->not_empty, &attr);
-    }
-    if (rc == 0 && (rc = pthread_cond_init(&self->not_full, &attr)) != 0) {
-        pthread_cond_destroy(&self->not_empty);
-    }
-    if (rc == 0 && (rc = pthread_cond_init(&self->all_done, &attr)) != 0) {
-        pthread_cond_destroy(&self->not_empty);
-        pthread_cond_destroy(&self->not_full);
-    }
-    pthread_condattr_destroy(&attr);
+    /* pthread functions return their error instead of setting errno. */
+    int rc = queue_sync_init(self);
     if (rc != 0) {
-        pthread_mutex_destroy(&self->mutex);
         Py_DECREF(self);
         errno = rc;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     self->sync_ready = 1;
+    registry_add(self);
     return (PyObject *)self;
 }
 
@@ -835,6 +944,7 @@ taskqueue_dealloc(PyObject *op)
     PyObject_GC_UnTrack(op);
     (void)taskqueue_clear(op);
     if (self->sync_ready) {
+        registry_remove(self);
         pthread_cond_destroy(&self->not_empty);
         pthread_cond_destroy(&self->not_full);
         pthread_cond_destroy(&self->all_done);
@@ -915,6 +1025,12 @@ static PyType_Spec taskqueue_spec = {
 int
 pab_taskqueue_exec(PyObject *module, pab_state *state)
 {
+    int rc = pthread_once(&atfork_once, register_atfork);
+    if (rc != 0) {
+        errno = rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
     PyObject *queue_module = PyImport_ImportModule("queue");
     if (queue_module == NULL) {
         return -1;

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import gc
 import queue
 import random
@@ -436,3 +439,77 @@ def test_async_producers_and_consumers_round_trip():
         return sorted(outs[0] + outs[1])
 
     assert asyncio.run(main()) == list(range(400))
+
+
+# ---- fork (regression) ----
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_child_forked_while_threads_wait_can_use_the_queues():
+    # Forked while threads wait in get(), put() and join(): the child inherits condition variables
+    # that count waiters which do not exist there; signalling them once a child thread waits too
+    # used to block the child forever.
+    code = """if True:
+        import os, sys, threading, time, warnings
+        from pyagentbench import TaskQueue
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads running
+        empty, full, pending = TaskQueue(), TaskQueue(maxsize=1), TaskQueue()
+        full.put("f0")
+        pending.put("p0")
+        for target in (empty.get, lambda: full.put("f1"), pending.join):
+            threading.Thread(target=target, daemon=True).start()
+        time.sleep(0.3)  # all three waiting
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for _ in range(3):
+                    empty.put(1)
+                    assert empty.get(timeout=1) == 1
+                    got = []
+                    t = threading.Thread(target=lambda: got.append(empty.get(timeout=5)))
+                    t.start()
+                    time.sleep(0.05)
+                    empty.put(2)
+                    t.join()
+                    assert got == [2], got
+                assert full.get(timeout=1) == "f0"
+                t = threading.Thread(target=lambda: full.put("f2", timeout=5))
+                t.start()
+                time.sleep(0.05)
+                assert full.get(timeout=5) == "f2"
+                t.join()
+                assert pending.get(timeout=1) == "p0"
+                t = threading.Thread(target=pending.join)
+                t.start()
+                time.sleep(0.05)
+                pending.task_done()
+                t.join(5)
+                assert not t.is_alive()
+                assert empty.stats()["gets"] == 6
+            except BaseException as e:
+                print("child failed:", repr(e), flush=True)
+                os._exit(1)
+            os._exit(0)
+        deadline = time.monotonic() + 20
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                print("child hung")
+                sys.exit(1)
+            time.sleep(0.02)
+        empty.put("wake")
+        full.get()
+        pending.get()
+        pending.task_done()
+        print("child exit", os.waitstatus_to_exitcode(status))
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+        env={"PYTHONPATH": ":".join(sys.path), "PYTHONFAULTHANDLER": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "child exit 0", proc.stdout + proc.stderr
