@@ -15,7 +15,6 @@
  * A RAW allocation made by the MEM or OBJ allocator itself (pymalloc hands blocks over 512 bytes to
  * PyMem_RawMalloc) is part of the MEM/OBJ allocation already counted and is not counted again. */
 #include "module.h"
-#include "clock.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -28,18 +27,23 @@ static const PyMemAllocatorDomain domains[DOMAIN_COUNT] = {PYMEM_DOMAIN_RAW, PYM
                                                            PYMEM_DOMAIN_OBJ};
 static const char *const domain_names[DOMAIN_COUNT] = {"raw", "mem", "obj"};
 
-/* How long a removed hook's memory is kept before it is freed: a RAW hook runs without the GIL, so
- * another thread may have read the old allocator just before the hook was removed and still be in
- * it for a few instructions. */
-#define HOOK_GRACE_NS 1000000000LL
-
+/* One hook in one domain's allocator chain.
+ *
+ * Lifetime: a hook that may run without the GIL (RAW always; every domain on free-threaded builds)
+ * is never freed once it has been installed. A thread may read the allocator just before the hook
+ * is removed and then be preempted for any length of time before (or while) it reads the hook, so
+ * no grace period is long enough. A removed hook goes on its domain's retired list instead, and a
+ * later counter reuses it when it would chain to the very same allocator (`prev` compares equal):
+ * then nothing a late thread reads changes except the atomic flag and counts, so at worst such a
+ * thread's allocation is counted by the new counter. The retired lists therefore hold at most one
+ * hook per (allocator it chains to, nesting depth) ever seen: bounded, however many counters run.
+ * With a GIL, MEM and OBJ hooks run only under it and are freed as soon as they are unlinked. */
 typedef struct alloc_hook {
-    PyMemAllocatorEx prev; /* the allocator this hook replaced and calls */
+    PyMemAllocatorEx prev; /* the allocator this hook replaced and calls; fixed while retired */
     int domain_index;
     atomic_int counting; /* 0: a pass-through left in the chain by a stopped counter */
     atomic_uint_fast64_t allocs, frees, reallocs, bytes;
-    struct alloc_hook *retired_next;
-    int64_t retired_ns;
+    struct alloc_hook *retired_next; /* guarded by hooks_lock */
 } alloc_hook;
 
 /* How many MEM/OBJ hook calls this thread is inside: RAW hooks do not count while it is > 0. Per
@@ -53,7 +57,7 @@ static _Thread_local int hook_depth;
 /* Guards installing and removing hooks and the retired list. Process-wide by nature: the allocators
  * it protects belong to the process. */
 static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
-static alloc_hook *retired_head = NULL;
+static alloc_hook *retired_head[DOMAIN_COUNT]; /* never freed: see alloc_hook */
 
 /* Counter updates. The MEM and OBJ domains are called with the GIL held (on builds that have one),
  * so a relaxed load and store suffice there; RAW runs without the GIL and needs a read-modify-write. */
@@ -195,52 +199,68 @@ is_our_hook(const PyMemAllocatorEx *alloc)
 
 /* ---- installing and removing (caller holds hooks_lock and the GIL) ---- */
 
+/* Puts an unlinked hook on its domain's retired list, for reuse (never freed: see alloc_hook). */
 static void
 retire_hook(alloc_hook *hook)
 {
-    hook->retired_ns = pab_monotonic_ns();
-    hook->retired_next = retired_head;
-    retired_head = hook;
+    hook->retired_next = retired_head[hook->domain_index];
+    retired_head[hook->domain_index] = hook;
 }
 
-static void
-free_retired_hooks(void)
+static int
+same_allocator(const PyMemAllocatorEx *a, const PyMemAllocatorEx *b)
 {
-    int64_t cutoff_ns = pab_monotonic_ns() - HOOK_GRACE_NS;
-    alloc_hook **link = &retired_head;
-    while (*link != NULL) {
+    return a->ctx == b->ctx && a->malloc == b->malloc && a->calloc == b->calloc &&
+           a->realloc == b->realloc && a->free == b->free;
+}
+
+/* Takes off domain d's retired list a hook that chains to prev; NULL if there is none. */
+static alloc_hook *
+take_retired_hook(int d, const PyMemAllocatorEx *prev)
+{
+    for (alloc_hook **link = &retired_head[d]; *link != NULL; link = &(*link)->retired_next) {
         alloc_hook *hook = *link;
-        if (hook->retired_ns <= cutoff_ns) {
+        if (same_allocator(&hook->prev, prev)) {
             *link = hook->retired_next;
-            free(hook);
-        }
-        else {
-            link = &hook->retired_next;
+            hook->retired_next = NULL;
+            return hook;
         }
     }
+    return NULL;
 }
 
 static int
 install_hooks(alloc_hook *hooks[DOMAIN_COUNT])
 {
+    /* Find or make every hook before installing any, so a failure has nothing to undo. Nothing
+     * else changes the allocators meanwhile: that takes the GIL, which the caller holds. */
     for (int d = 0; d < DOMAIN_COUNT; d++) {
-        hooks[d] = calloc(1, sizeof(alloc_hook));
+        PyMemAllocatorEx current;
+        PyMem_GetAllocator(domains[d], &current);
+        hooks[d] = take_retired_hook(d, &current);
         if (hooks[d] == NULL) {
-            for (int j = 0; j < d; j++) {
-                free(hooks[j]);
-                hooks[j] = NULL;
+            hooks[d] = calloc(1, sizeof(alloc_hook));
+            if (hooks[d] == NULL) {
+                for (int j = 0; j < d; j++) {
+                    /* Not installed by this call (a reused one was before): back to the list. */
+                    atomic_store_explicit(&hooks[j]->counting, 0, memory_order_relaxed);
+                    retire_hook(hooks[j]);
+                    hooks[j] = NULL;
+                }
+                return -1;
             }
-            return -1;
+            hooks[d]->prev = current;
+            hooks[d]->domain_index = d;
+            atomic_init(&hooks[d]->counting, 0);
         }
-        atomic_init(&hooks[d]->counting, 1);
-        atomic_init(&hooks[d]->allocs, 0);
-        atomic_init(&hooks[d]->frees, 0);
-        atomic_init(&hooks[d]->reallocs, 0);
-        atomic_init(&hooks[d]->bytes, 0);
-        hooks[d]->domain_index = d;
+        /* A late thread still in a reused hook may add to these: it is counted as this one's. */
+        atomic_store_explicit(&hooks[d]->allocs, 0, memory_order_relaxed);
+        atomic_store_explicit(&hooks[d]->frees, 0, memory_order_relaxed);
+        atomic_store_explicit(&hooks[d]->reallocs, 0, memory_order_relaxed);
+        atomic_store_explicit(&hooks[d]->bytes, 0, memory_order_relaxed);
+        atomic_store_explicit(&hooks[d]->counting, 1, memory_order_relaxed);
     }
     for (int d = 0; d < DOMAIN_COUNT; d++) {
-        PyMem_GetAllocator(domains[d], &hooks[d]->prev);
         PyMemAllocatorEx alloc = {.ctx = hooks[d]};
         if (d == 0) {
             alloc.malloc = raw_malloc;
@@ -297,7 +317,6 @@ remove_hooks(alloc_hook *hooks[DOMAIN_COUNT])
             unlinked = next;
         }
     }
-    free_retired_hooks();
 }
 
 /* ---- the Python type ---- */

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import inspect
 import itertools
+import subprocess
 import sys
 import threading
 import time
@@ -220,11 +221,8 @@ def test_ten_thousand_start_stop_cycles_do_not_leak():
     def cycles(n: int) -> None:
         for _ in range(n):
             with AllocCounter():
-                pass
-        # removed RAW hooks are freed after a one-second grace period
-        time.sleep(1.05)
-        with AllocCounter():
-            pass
+                with AllocCounter():  # removed RAW hooks are kept and reused, nested ones too
+                    pass
 
     cycles(10_000)
     before = rss()
@@ -289,3 +287,52 @@ def test_count_allocs_propagates_exceptions_and_restores_gc():
 
 def test_native_counter_type_is_the_base():
     assert issubclass(AllocCounter, _native.AllocCounter)
+
+
+def test_a_thread_still_in_a_removed_raw_hook_finds_it_intact():
+    # A thread without the GIL can read the RAW allocator, be preempted for any length of time and
+    # only then run the hook. Emulated with ctypes (which calls without the GIL): take the hooks
+    # while counters are active, remove them, outlast the old one-second grace period, start and
+    # stop another counter (which used to free them), then call them. Freed, they crashed.
+    code = """if True:
+        import ctypes, time
+        from pyagentbench import AllocCounter
+
+        class Allocator(ctypes.Structure):
+            _fields_ = [("ctx", ctypes.c_void_p), ("malloc", ctypes.c_void_p),
+                        ("calloc", ctypes.c_void_p), ("realloc", ctypes.c_void_p),
+                        ("free", ctypes.c_void_p)]
+
+        api = ctypes.pythonapi
+        api.PyMem_GetAllocator.argtypes = [ctypes.c_int, ctypes.POINTER(Allocator)]
+        api.PyMem_GetAllocator.restype = None
+        PYMEM_DOMAIN_RAW = 0
+        held = []
+        for _ in range(3):
+            with AllocCounter():
+                with AllocCounter():
+                    hook = Allocator()
+                    api.PyMem_GetAllocator(PYMEM_DOMAIN_RAW, ctypes.byref(hook))
+                    held.append(hook)
+        time.sleep(1.1)
+        with AllocCounter():
+            pass
+        malloc_t = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+        free_t = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+        for hook in held:
+            for _ in range(100):
+                block = malloc_t(hook.malloc)(hook.ctx, 64)
+                assert block
+                ctypes.memset(block, 0xAB, 64)
+                free_t(hook.free)(hook.ctx, block)
+        with AllocCounter() as counter:  # the chain still works and counts
+            data = [bytes(1000) for _ in range(10)]
+        assert counter.allocs >= 10, counter.allocs
+        print("ok")
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+        env={"PYTHONPATH": ":".join(sys.path), "PYTHONFAULTHANDLER": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "ok"
