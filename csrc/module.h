@@ -62,11 +62,28 @@ int pab_allocs_exec(PyObject *module, pab_state *state);
 
 #if PY_VERSION_HEX < 0x030A00F0
 static inline PyObject *
-Py_NewRef(PyObject *obj)
+pab_new_ref(PyObject *obj)
 {
     Py_INCREF(obj);
     return obj;
 }
+#define Py_NewRef(obj) pab_new_ref((PyObject *)(obj))
+
+static inline int
+PyModule_AddObjectRef(PyObject *module, const char *name, PyObject *value)
+{
+    Py_XINCREF(value);
+    int rc = PyModule_AddObject(module, name, value); /* steals only on success */
+    if (rc < 0) {
+        Py_XDECREF(value);
+    }
+    return rc;
+}
+#endif
+
+/* 3.9 has no flag to forbid instantiation from Python; there such types stay constructible. */
+#ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION
+#define Py_TPFLAGS_DISALLOW_INSTANTIATION 0
 #endif
 
 /* Heap types are immutable where the running CPython supports it (3.10+). */

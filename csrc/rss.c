@@ -1,5 +1,7 @@
 /* RSS from procfs: statm with pread on a descriptor kept open, VmHWM from status, clear_refs. */
-#define _GNU_SOURCE
+#ifndef _GNU_SOURCE /* Python.h's pyconfig.h defines it too */
+#define _GNU_SOURCE 1
+#endif
 #include "rss.h"
 
 #include <errno.h>

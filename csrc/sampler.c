@@ -5,7 +5,9 @@
  * The sampler thread never touches the Python API: it works on a sampler_core, plain C memory owned
  * by the Python object. Python reads the core under core->lock. Policy (defaults, the summary's
  * arithmetic, units, the psutil fallback) lives in pyagentbench/resources.py. */
-#define _GNU_SOURCE
+#ifndef _GNU_SOURCE /* Python.h's pyconfig.h defines it too */
+#define _GNU_SOURCE 1
+#endif
 #include "module.h"
 #include "clock.h"
 #include "rss.h"
