@@ -25,7 +25,8 @@ _GATE = re.compile(r"^\s*([a-z_0-9]+)\s*:\s*([+-]?\d+(?:\.\d+)?)\s*%\s*$")
 
 @dataclass(frozen=True)
 class Gate:
-    """Fail when ``metric`` moves past ``percent`` (> 0: grows by more; < 0: falls by more)."""
+    """Fail when ``metric`` moves past ``percent`` (> 0: grows by more; < 0: falls by more;
+    0: any growth, or -0.0, any fall, for metrics where higher is better)."""
 
     metric: Metric
     percent: float
@@ -41,7 +42,8 @@ class Gate:
 
     def fails(self, baseline: float, now: float) -> bool:
         change = self.change(baseline, now)
-        return change > self.percent if self.percent >= 0 else change < self.percent
+        falling = self.percent < 0 or math.copysign(1.0, self.percent) < 0
+        return change < self.percent if falling else change > self.percent
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ def parse_gates(text: str) -> list[Gate]:
         m = metric(match.group(1))
         percent = float(match.group(2))
         if percent == 0:
-            raise ValueError(f"bad gate {entry!r}: the percentage must not be 0")
+            # 0%: any change in the bad direction fails (growth, or a fall for throughput).
+            percent = -0.0 if m.higher_is_better else 0.0
         gates.append(Gate(m, percent))
     if not gates:
         raise ValueError("no gates given: expected e.g. peak_rss:20%,throughput:-10%")

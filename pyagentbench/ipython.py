@@ -1,7 +1,8 @@
 """Notebook magics: ``%load_ext pyagentbench`` registers ``%abench`` and ``%%abench``.
 
 ``%abench agent.run(task)`` times a statement like ``%timeit`` does, with the native loop, and also
-reports peak RSS and allocations per call. ``%%abench`` times a cell; code on the magic's own line
+reports peak RSS and allocations per call. A statement whose value is awaitable (``%abench
+llm.acomplete(p)``, or written ``%abench await llm.acomplete(p)``) is awaited on each call. ``%%abench`` times a cell; code on the magic's own line
 runs once first, as setup. Both return an :class:`AbenchResult`, which shows as a compact table in
 a notebook and is usable in code (``r = %abench f()``; ``r.measurement.median``).
 
@@ -27,8 +28,9 @@ class AbenchResult:
     """What ``%abench`` measured: ``measurement`` (a Measurement), ``metrics`` (the same keys the
     pytest plugin saves), and ``result`` (the statement's last value, for an expression)."""
 
-    def __init__(self, statement: str, observation: Observation) -> None:
+    def __init__(self, statement: str, observation: Observation, magic: str = "%abench") -> None:
         self.statement = statement
+        self.magic = magic
         self.measurement = observation.measurement
         self.metrics = observation.metrics
         self.result = observation.result
@@ -54,7 +56,7 @@ class AbenchResult:
     def __repr__(self) -> str:
         rows = self.rows()
         width = max(len(name) for name, _ in rows)
-        lines = [f"%abench {self.statement}"] + [f"  {name:<{width}}  {value}" for name, value in rows]
+        lines = [f"{self.magic} {self.statement}"] + [f"  {name:<{width}}  {value}" for name, value in rows]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -70,8 +72,15 @@ class AbenchResult:
         )
 
 
+class _OptionParser(argparse.ArgumentParser):
+    """Raises instead of printing usage and exiting, so a bad option is one clear error."""
+
+    def error(self, message: str) -> Any:
+        raise ValueError(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="%abench", add_help=False, exit_on_error=False)
+    parser = _OptionParser(prog="%abench", add_help=False)
     parser.add_argument("-r", dest="rounds", type=int, default=None)
     parser.add_argument("-n", dest="loops", type=int, default=None)
     parser.add_argument("-t", dest="max_time", type=float, default=None)
@@ -93,7 +102,7 @@ def _split_options(line: str) -> tuple[argparse.Namespace, str]:
         index += 1
     try:
         namespace = _parser().parse_args(options)
-    except (argparse.ArgumentError, SystemExit) as exc:
+    except ValueError as exc:
         raise ValueError(f"%abench: bad options {' '.join(options)!r}: {exc}") from None
     rest = line
     for word in options:  # drop the options from the raw text, keeping the statement verbatim
@@ -118,18 +127,21 @@ def _compile_function(body: str, namespace: dict[str, Any], returns_value: bool)
 
 
 def _run(statement: str, options: argparse.Namespace, namespace: dict[str, Any],
-         returns_value: bool) -> AbenchResult:
+         returns_value: bool, magic: str = "%abench") -> AbenchResult:
     target = _compile_function(statement, namespace, returns_value)
     measure_options = {k: v for k, v in (("rounds", options.rounds), ("loops", options.loops),
                                          ("max_time", options.max_time)) if v is not None}
     observation = observe(target, resources_on=options.resources, allocs_on=options.allocs,
                           **measure_options)
-    return AbenchResult(statement, observation)
+    return AbenchResult(statement, observation, magic)
 
 
 def abench_line(line: str, namespace: dict[str, Any]) -> AbenchResult:
     """``%abench [options] statement`` against *namespace*."""
     options, statement = _split_options(line)
+    if statement.startswith("await "):
+        # The timed function awaits whatever the statement returns, so `await` is implied.
+        statement = statement[len("await "):].strip()
     if not statement:
         raise ValueError("%abench needs a statement, e.g. %abench agent.run(task)")
     return _run(statement, options, namespace, returns_value=True)
@@ -143,7 +155,7 @@ def abench_cell(line: str, cell: str, namespace: dict[str, Any]) -> AbenchResult
     body = textwrap.dedent(cell).strip("\n")
     if not body.strip():
         raise ValueError("%%abench needs a cell body to time")
-    return _run(body, options, namespace, returns_value=False)
+    return _run(body, options, namespace, returns_value=False, magic="%%abench")
 
 
 def load_ipython_extension(ipython: Any) -> None:

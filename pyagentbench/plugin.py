@@ -32,6 +32,14 @@ class AgentBenchSession:
             self.gates = parse_gates(text) if text else []
         except ValueError as exc:
             raise pytest.UsageError(f"--agentbench-compare-fail: {exc}") from None
+        if self.gates and not config.getoption("benchmark_compare", None):
+            raise pytest.UsageError(
+                "--agentbench-compare-fail compares against a saved run: add --benchmark-compare "
+                "(the latest saved run) or --benchmark-compare=NUM"
+            )
+        self.no_baseline = False
+        self.resources = not config.getoption("agentbench_no_resources")
+        self.allocs = not config.getoption("agentbench_no_allocs")
         interval = config.getoption("agentbench_sample_interval")
         try:
             self.sample_interval = parse_duration(interval)
@@ -85,42 +93,96 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SESSION_KEY] = AgentBenchSession(config)
 
 
+_SETTINGS_KEY = pytest.StashKey[dict]()
+_RESOURCE_METRICS = {"peak_rss", "rss_delta", "cpu_percent"}
+_ALLOC_METRICS = {"allocs_per_call", "bytes_per_call"}
+
+
+def _marker_settings(item: pytest.Item, state: AgentBenchSession) -> dict[str, Any]:
+    """resources / allocs / sample_interval for item, from the options and its agentbench marker."""
+    settings: dict[str, Any] = {
+        "resources": state.resources,
+        "allocs": state.allocs,
+        "sample_interval": state.sample_interval,
+    }
+    marker = item.get_closest_marker("agentbench")
+    if marker is None:
+        return settings
+    unknown = sorted(set(marker.kwargs) - set(settings))
+    if marker.args or unknown:
+        raise ValueError(
+            "@pytest.mark.agentbench takes resources=, allocs= and sample_interval= only "
+            f"(got {unknown or list(marker.args)})"
+        )
+    for name in ("resources", "allocs"):
+        if name in marker.kwargs:
+            value = marker.kwargs[name]
+            if not isinstance(value, bool):
+                raise ValueError(f"@pytest.mark.agentbench({name}={value!r}): must be True or False")
+            settings[name] = value
+    if marker.kwargs.get("sample_interval") is not None:
+        text = marker.kwargs["sample_interval"]
+        try:
+            interval = parse_duration(text)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"@pytest.mark.agentbench(sample_interval={text!r}): {exc}") from None
+        if not 100e-6 <= interval <= 10:
+            raise ValueError(
+                f"@pytest.mark.agentbench(sample_interval={text!r}): must be from 100us to 10s"
+            )
+        settings["sample_interval"] = interval
+    return settings
+
+
+def _unmeasurable(budgets: list, settings: dict[str, Any]) -> list[str]:
+    problems = []
+    for budget in budgets:
+        name = budget.metric.name
+        if name in _RESOURCE_METRICS and not settings["resources"]:
+            problems.append(f"budget {budget.keyword} needs resource metrics, which are off for this "
+                            "test (@pytest.mark.agentbench(resources=False) or --agentbench-no-resources)")
+        elif name in _ALLOC_METRICS and not settings["allocs"]:
+            problems.append(f"budget {budget.keyword} needs allocation counts, which are off for this "
+                            "test (@pytest.mark.agentbench(allocs=False) or --agentbench-no-allocs)")
+    return problems
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    state = config.stash[_SESSION_KEY]
     problems = []
     for item in items:
+        uses_fixture = "agent_benchmark" in getattr(item, "fixturenames", ())
+        try:
+            settings = _marker_settings(item, state)
+        except ValueError as exc:
+            problems.append(f"{item.nodeid}: {exc}")
+            continue
+        item.stash[_SETTINGS_KEY] = settings
         marker = item.get_closest_marker("slo")
         if marker is None:
             continue
+        if not uses_fixture:
+            problems.append(f"{item.nodeid}: @pytest.mark.slo budgets are measured by the "
+                            "agent_benchmark fixture, which this test does not use")
+            continue
         try:
-            item.stash[_BUDGETS_KEY] = parse_budgets(marker.args, marker.kwargs)
+            budgets = parse_budgets(marker.args, marker.kwargs)
         except ValueError as exc:
             problems.append(f"{item.nodeid}: {exc}")
+            continue
+        problems.extend(f"{item.nodeid}: {p}" for p in _unmeasurable(budgets, settings))
+        item.stash[_BUDGETS_KEY] = budgets
     if problems:
-        raise pytest.UsageError("invalid SLO budgets:\n  " + "\n  ".join(problems))
+        raise pytest.UsageError("invalid SLO budgets or agentbench markers:\n  " + "\n  ".join(problems))
 
 
 def _settings(request: pytest.FixtureRequest, state: AgentBenchSession) -> Any:
     from .fixture import FixtureSettings  # the timing machinery loads when a test asks for it
 
-    config = request.config
-    settings = FixtureSettings(
-        resources=not config.getoption("agentbench_no_resources"),
-        allocs=not config.getoption("agentbench_no_allocs"),
-        sample_interval=state.sample_interval,
-    )
-    marker = request.node.get_closest_marker("agentbench")
-    if marker is not None:
-        unknown = set(marker.kwargs) - {"resources", "allocs", "sample_interval"}
-        if marker.args or unknown:
-            raise pytest.UsageError(
-                f"{request.node.nodeid}: @pytest.mark.agentbench takes resources=, allocs= and "
-                f"sample_interval= only (got {sorted(unknown) or list(marker.args)})"
-            )
-        settings.resources = bool(marker.kwargs.get("resources", settings.resources))
-        settings.allocs = bool(marker.kwargs.get("allocs", settings.allocs))
-        if marker.kwargs.get("sample_interval") is not None:
-            settings.sample_interval = parse_duration(marker.kwargs["sample_interval"])
-    return settings
+    values = request.node.stash.get(_SETTINGS_KEY, None)
+    if values is None:  # an item collected outside this session's hooks
+        values = _marker_settings(request.node, state)
+    return FixtureSettings(**values)
 
 
 @pytest.fixture
@@ -142,12 +204,14 @@ def agent_benchmark(benchmark: Any, request: pytest.FixtureRequest) -> Any:
     if budgets and fixture.enabled and fixture.record:
         _, unmeasured = check_budgets(budgets, fixture.record)
         if unmeasured:
-            names = ", ".join(b.keyword for b in unmeasured)
-            pytest.fail(
-                f"SLO budgets {names} were set but never measured: "
-                "min_throughput and max_error_rate need agent_benchmark.throughput(...)",
-                pytrace=False,
-            )
+            reasons = [
+                f"{b.keyword}: needs agent_benchmark.throughput(...)"
+                if b.metric.name in ("throughput", "error_rate")
+                else f"{b.keyword}: this test's agent_benchmark run did not measure {b.metric.name}"
+                for b in unmeasured
+            ]
+            pytest.fail("SLO budgets set but never measured:\n  " + "\n  ".join(reasons),
+                        pytrace=False)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -159,7 +223,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if bs is not None and bs.disabled:
         return
     if not getattr(bs, "compared_mapping", None):
-        raise pytest.UsageError("--agentbench-compare-fail requires a valid --benchmark-compare")
+        state.no_baseline = True  # a first run: nothing saved yet to compare with
+        return
     state.regressions = check_gates(state.gates, state.records, state.baseline())
     if state.regressions and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -190,6 +255,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     state = config.stash.get(_SESSION_KEY, None)
     if state is None or not state.records:
         return
+    if state.no_baseline:
+        terminalreporter.write_line(
+            "agentbench: no saved run to compare with; --agentbench-compare-fail gates not checked",
+            yellow=True,
+        )
     rows = _summary_rows(state.records)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     terminalreporter.write_sep("-", "agentbench: memory, allocations, throughput")

@@ -23,6 +23,8 @@ __all__ = [
     "Measurement",
     "measure",
     "measure_with_result",
+    "call_outside_event_loop",
+    "close_event_loop",
     "DEFAULT_MAX_TIME",
     "DEFAULT_MIN_ROUND_TIME",
     "DEFAULT_MIN_ROUNDS",
@@ -251,11 +253,31 @@ class _AsyncRounds:
     def run(self, loops: int, rounds: int) -> array.array:
         return self.loop.run_until_complete(self._rounds(loops, rounds))
 
+    def run_awaitable(self, awaitable: Any) -> Any:
+        """Await one awaitable on this runner's loop and return its result."""
+        return self.loop.run_until_complete(_await(awaitable))
+
     def close(self) -> None:
-        try:
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-        finally:
-            self.loop.close()
+        close_event_loop(self.loop)
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def close_event_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Close a loop the way asyncio.run() does: cancel the tasks left on it (e.g. an agent's
+    workers) and let them finish, then shut down async generators and the default executor."""
+    try:
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

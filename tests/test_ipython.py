@@ -61,3 +61,22 @@ def test_bad_usage_raises_clear_errors(shell):
 def test_native_timers_import_directly(shell):
     shell.run_cell("from pyagentbench import now_ns, Timer\nt0 = now_ns()\nwith Timer() as t: pass")
     assert shell.user_ns["t"].elapsed_ns >= 0
+
+
+def test_awaitable_statements_are_awaited(shell):
+    shell.run_cell("import asyncio\nasync def co(x):\n    await asyncio.sleep(0.001)\n    return x")
+    for line in ("-r 3 -n 1 co(5)", "-r 3 -n 1 await co(5)"):
+        result = shell.run_line_magic("abench", line)
+        assert result.result == 5
+        assert result.measurement.min >= 0.9e-3
+
+
+def test_cell_result_names_its_magic(shell):
+    result = shell.run_cell_magic("abench", "-r 2 -n 1", "x = 1\n")
+    assert repr(result).startswith("%%abench x = 1")
+
+
+def test_unknown_option_is_one_clear_error(shell, capsys):
+    with pytest.raises(ValueError, match="bad options"):
+        shell.run_line_magic("abench", "-x 3 len('a')")
+    assert "usage" not in capsys.readouterr().err

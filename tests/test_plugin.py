@@ -177,7 +177,10 @@ def test_slo_budgets_pass_and_fail_with_clear_messages(pytester):
     result.stdout.fnmatch_lines([
         "*SLO budget max_allocs_per_call='0' broken: measured allocs_per_call = 2, above the budget of 0*",
     ])
-    result.stdout.fnmatch_lines(["*SLO budgets min_throughput were set but never measured*"])
+    result.stdout.fnmatch_lines([
+        "*SLO budgets set but never measured:*",
+        "*min_throughput: needs agent_benchmark.throughput(...)*",
+    ])
 
 
 @pytest.mark.parametrize(
@@ -231,11 +234,12 @@ def test_compare_fail_catches_an_injected_memory_regression(pytester, monkeypatc
     ])
 
 
-def test_compare_fail_needs_a_baseline_and_valid_gates(pytester):
+def test_compare_fail_needs_compare_and_valid_gates(pytester):
     pytester.makepyfile(test_agents=AGENT_TESTS)
     result = run(pytester, *GATED)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--agentbench-compare-fail requires a valid --benchmark-compare*"])
+    result.stderr.fnmatch_lines(["*--agentbench-compare-fail compares against a saved run: add --benchmark-compare*"])
+    assert "test_agents.py" not in result.stdout.str()  # refused before anything ran
     result = run(pytester, "--agentbench-compare-fail=peak_rss:lots")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--agentbench-compare-fail: bad gate 'peak_rss:lots'*"])
@@ -439,3 +443,76 @@ def test_pytest_benchmark_compare_fail_gates_our_rounds(pytester, monkeypatch):
     result = run(pytester, "--benchmark-only", "--benchmark-compare", "--benchmark-compare-fail=min:100%")
     assert result.ret != 0
     assert "Performance has regressed" in result.stdout.str() + result.stderr.str()
+
+
+def test_first_run_without_a_saved_baseline_passes_and_says_so(pytester):
+    pytester.makepyfile(test_agents=AGENT_TESTS)
+    result = run(pytester, *GATED, "--benchmark-compare")
+    result.assert_outcomes(passed=3, skipped=1)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*no saved run to compare with; --agentbench-compare-fail gates not checked*"])
+
+
+def test_zero_percent_gate_fails_on_any_growth(pytester, monkeypatch):
+    pytester.makepyfile(test_agents=AGENT_TESTS)
+    run(pytester, "--benchmark-only", "--benchmark-autosave").assert_outcomes(passed=3, skipped=1)
+    monkeypatch.setenv("AGENTBENCH_TEST_ALLOC_MB", "2")
+    result = run(pytester, "--benchmark-only", "--benchmark-compare",
+                 "--agentbench-compare-fail=bytes_per_call:0%")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*test_context*bytes_per_call*bytes_per_call:0%*"])
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ('@pytest.mark.slo(p99="5ms")\ndef test_x():\n    pass',
+         "*@pytest.mark.slo budgets are measured by the agent_benchmark fixture, which this test does not use*"),
+        ('@pytest.mark.slo(max_rss="50MB")\n@pytest.mark.agentbench(resources=False)\n'
+         'def test_x(agent_benchmark):\n    agent_benchmark(len, ())',
+         "*budget max_rss needs resource metrics, which are off for this test*"),
+        ('@pytest.mark.agentbench(allocs="no")\ndef test_x(agent_benchmark):\n    agent_benchmark(len, ())',
+         "*@pytest.mark.agentbench(allocs='no'): must be True or False*"),
+        ('@pytest.mark.agentbench(sample_interval="50us")\ndef test_x(agent_benchmark):\n    agent_benchmark(len, ())',
+         "*@pytest.mark.agentbench(sample_interval='50us'): must be from 100us to 10s*"),
+        ('@pytest.mark.agentbench(color=True)\ndef test_x(agent_benchmark):\n    agent_benchmark(len, ())',
+         "*@pytest.mark.agentbench takes resources=, allocs= and sample_interval= only*"),
+    ],
+)
+def test_markers_are_checked_at_collection(pytester, source, message):
+    pytester.makepyfile("import pytest\n\n" + source + "\n")
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_throughput_under_benchmark_disable_still_returns_a_load_result(pytester):
+    pytester.makepyfile(
+        """
+        def test_load(agent_benchmark):
+            result = agent_benchmark.throughput(lambda p: p, range(50), concurrency=2)
+            assert result.completed == 50
+        """
+    )
+    result = run(pytester, "--benchmark-disable")
+    result.assert_outcomes(passed=1)
+
+
+def test_pedantic_awaits_what_a_plain_callable_returns(pytester):
+    pytester.makepyfile(
+        """
+        import asyncio
+
+        async def co(x):
+            await asyncio.sleep(0.001)
+            return x
+
+        def test_lambda(agent_benchmark):
+            assert agent_benchmark.pedantic(lambda: co(6), rounds=3, iterations=2) == 6
+        """
+    )
+    result = run(pytester, "--benchmark-json=out.json")
+    result.assert_outcomes(passed=1)
+    bench = load(pytester)["benchmarks"][0]
+    assert bench["stats"]["rounds"] == 3
+    assert bench["stats"]["min"] >= 0.9e-3  # the sleep was awaited, not just the coroutine made
