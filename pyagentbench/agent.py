@@ -419,6 +419,34 @@ def _check_workers(workers: Any, default: int) -> int:
     return workers
 
 
+def _as_target(obj: Any, what: str) -> tuple[Any, bool]:
+    """``(callable, is_async)`` for a load or batch target: an Agent runs through ``process``; a
+    bound method of an Agent (``agent.process``, ``agent.run``) is async when its agent is,
+    since it returns a coroutine without being a coroutine function; other callables are async
+    when they are coroutine functions (or their ``__call__`` is)."""
+    if isinstance(obj, Agent):
+        return obj.process, obj.is_async
+    if not callable(obj):
+        raise TypeError(f"{what} must be an Agent or a callable, not {type(obj).__name__}")
+    if inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(getattr(obj, "__call__", None)):
+        return obj, True
+    owner = getattr(obj, "__self__", None)
+    if inspect.ismethod(obj) and isinstance(owner, Agent):
+        return obj, owner.is_async
+    return obj, False
+
+
+def _awaitable_error(result: Any, where: str) -> TypeError:
+    """Close an awaitable that a sync target returned, and say what to pass instead."""
+    close = getattr(result, "close", None)
+    if callable(close):
+        close()  # a coroutine never awaited: close it so it is not reported as never awaited
+    return TypeError(
+        f"{where}: the target returned {type(result).__name__} (an awaitable) instead of a result; "
+        "pass an async def function, or the Agent itself, so that it is awaited"
+    )
+
+
 class Agent:
     """Base class for agents: subclass it and implement ``handle(self, task)`` (plain or async).
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import inspect
 import math
 import numbers
 import queue
@@ -66,14 +65,9 @@ class BatchResult:
 
 
 def _target(obj: Any) -> tuple[Callable[[Any], Any], bool]:
-    from .agent import Agent
+    from .agent import _as_target
 
-    if isinstance(obj, Agent):
-        return obj.process, obj.is_async
-    if not callable(obj):
-        raise TypeError(f"BatchExecutor needs an Agent or a callable, not {type(obj).__name__}")
-    is_async = inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(getattr(obj, "__call__", None))
-    return obj, is_async
+    return _as_target(obj, "BatchExecutor target")
 
 
 class BatchStream:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import itertools
 import math
 import numbers
@@ -59,13 +58,9 @@ class LoadResult:
 
 
 def _target(obj: Any) -> tuple[Callable[[Any], Any], bool]:
-    from .agent import Agent
+    from .agent import _as_target
 
-    if isinstance(obj, Agent):
-        return obj.process, obj.is_async
-    if not callable(obj):
-        raise TypeError(f"target must be an Agent or a callable, not {type(obj).__name__}")
-    return obj, inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(getattr(obj, "__call__", None))
+    return _as_target(obj, "target")
 
 
 def _positive(name: str, value: Any) -> Optional[float]:
@@ -87,10 +82,13 @@ class _Plan:
         self.duration_ns = None if duration is None else int(duration * 1e9)
         self.interval_ns = None if rate is None else 1e9 / rate
         self.start_ns = 0
+        self.stopped = False  # set when a worker found the run cannot go on
         self._next = itertools.count()
 
     def claim(self) -> Optional[tuple[Any, int]]:
         """The next (payload, scheduled_ns), or None when the run is over. Thread-safe."""
+        if self.stopped:
+            return None
         i = next(self._next)  # atomic on CPython; each index is handed out once
         n = len(self.payloads)
         if self.duration_ns is None and i >= n:
@@ -239,14 +237,22 @@ def run_load(
                 time.sleep((due - start) * 1e-9)
                 start = now_ns()
             try:
-                call(payload)
-                c.completed += 1
+                result = call(payload)
             except Exception:
                 c.failed += 1
+            else:
+                if result is not None and hasattr(result, "__await__"):
+                    from .agent import _awaitable_error
+
+                    misuse.append(_awaitable_error(result, "run_load()"))
+                    plan.stopped = True
+                    return
+                c.completed += 1
             end = now_ns()
             c.busy_ns += end - start
             record(end - (due if rate is not None else start))
 
+    misuse: list = []
     sampler = _sampler()
     show = sys.stderr.isatty() if progress is None else bool(progress)
     threads = [threading.Thread(target=load_worker, args=(c,), daemon=True) for c in counts]
@@ -264,6 +270,8 @@ def run_load(
     finally:
         if sampler is not None:
             sampler.stop()
+    if misuse:
+        raise misuse[0]
     return _result("open" if rate is not None else "closed", counts, wall_ns, sampler, histogram_type)
 
 
