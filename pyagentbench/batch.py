@@ -38,7 +38,12 @@ class BatchResult:
 
     @property
     def throughput(self) -> float:
-        """Finished tasks (success + failed - cancelled) per second."""
+        """Successful tasks per second: failures do not make a batch look faster."""
+        return self.success / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def attempted_throughput(self) -> float:
+        """Tasks that ran to an outcome (success + failed - cancelled, timed-out ones included) per second."""
         finished = self.success + self.failed - self.cancelled
         return finished / self.duration_s if self.duration_s > 0 else 0.0
 
@@ -48,7 +53,7 @@ class BatchResult:
         return not self.errors
 
     def stats(self) -> dict[str, Any]:
-        """total, success, failed, cancelled, duration_s, throughput."""
+        """total, success, failed, cancelled, duration_s, throughput, attempted_throughput."""
         return {
             "total": self.total,
             "success": self.success,
@@ -56,6 +61,7 @@ class BatchResult:
             "cancelled": self.cancelled,
             "duration_s": self.duration_s,
             "throughput": self.throughput,
+            "attempted_throughput": self.attempted_throughput,
         }
 
     def raise_first(self) -> None:

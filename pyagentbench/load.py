@@ -31,15 +31,18 @@ PROGRESS_AFTER_S = 2.0
 
 @dataclasses.dataclass(frozen=True)
 class LoadResult:
-    """The outcome of a load run. Latencies are nanoseconds; ``achieved_concurrency`` is the mean
-    number of tasks in flight (total busy time / wall time); ``resources`` a ResourceSummary, or
-    None where no Sampler is available."""
+    """The outcome of a load run. ``throughput`` is completed (successful) tasks per second of wall
+    time, so failing fast never looks fast; ``attempted_throughput`` counts completed + failed.
+    Latencies are nanoseconds; ``achieved_concurrency`` is the mean number of tasks in flight
+    (total busy time / wall time); ``resources`` a ResourceSummary, or None where no Sampler is
+    available."""
 
     mode: str
     completed: int
     failed: int
     error_rate: float
     throughput: float
+    attempted_throughput: float
     duration_s: float
     latency_p50_ns: int
     latency_p95_ns: int
@@ -132,7 +135,7 @@ class _Progress:
             done = sum(c.completed for c in self.counts)
             failed = sum(c.failed for c in self.counts)
             sys.stderr.write(
-                f"\rrun_load: {elapsed:6.1f} s  {done} completed  {failed} failed  {(done + failed) / elapsed:,.0f} tasks/s "
+                f"\rrun_load: {elapsed:6.1f} s  {done} completed  {failed} failed  {done / elapsed:,.0f} completed tasks/s "
             )
             sys.stderr.flush()
             self.shown = True
@@ -178,7 +181,8 @@ def _result(mode: str, counts: list, wall_ns: int, sampler: Any, histogram_type:
         completed=completed,
         failed=failed,
         error_rate=failed / done if done else 0.0,
-        throughput=done / wall if wall > 0 else 0.0,
+        throughput=completed / wall if wall > 0 else 0.0,
+        attempted_throughput=done / wall if wall > 0 else 0.0,
         duration_s=wall,
         latency_p50_ns=merged.percentile(50) if has else 0,
         latency_p95_ns=merged.percentile(95) if has else 0,

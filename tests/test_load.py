@@ -128,3 +128,22 @@ def test_a_sync_target_returning_an_awaitable_fails_loudly():
         with pytest.raises(TypeError, match="awaitable.*async def function, or the Agent"):
             run_load(returns_coroutine, ["a"] * 50, concurrency=8, progress=False)
         gc.collect()
+
+
+def test_throughput_counts_only_completed_tasks():
+    def half_fail(payload):
+        time.sleep(0.001)
+        if payload % 2:
+            raise ValueError(payload)
+
+    result = run_load(half_fail, range(200), concurrency=4, progress=False)
+    assert (result.completed, result.failed) == (100, 100)
+    assert result.throughput == pytest.approx(100 / result.duration_s)
+    assert result.attempted_throughput == pytest.approx(200 / result.duration_s)
+
+    def always_fail(payload):
+        raise ValueError(payload)
+
+    failing = run_load(always_fail, range(200), concurrency=4, progress=False)
+    assert failing.throughput == 0.0 and failing.attempted_throughput > 0
+    assert failing.to_dict()["throughput"] == 0.0
