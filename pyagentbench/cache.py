@@ -22,11 +22,29 @@ import json
 from typing import Any, Callable, Iterator, TypeVar, overload
 
 from . import _native
-from ._native import Cache, CachedFunction
+from ._native import CachedFunction
 
 __all__ = ["Cache", "CachedFunction", "cached", "cache_key"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Cache(_native.Cache):
+    """LRU cache with optional time to live: the native type, plus a readable ``repr()``.
+
+    ``Cache(maxsize=1024, ttl=None, *, clock=None)``; see the module documentation. Every method
+    is the native one: a lookup runs no Python code.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        stats = self.stats()  # like len(), drops expired entries first
+        bound = "unbounded" if self.maxsize is None else self.maxsize
+        return (
+            f"<Cache size={stats['size']}/{bound} ttl={self.ttl!r} "
+            f"hits={stats['hits']} misses={stats['misses']}>"
+        )
 
 _MISSING = object()
 _KWD_MARK = object()

@@ -739,3 +739,19 @@ def test_cache_key_still_reports_circular_values():
     a.append(a)
     with pytest.raises(ValueError, match="argument 0 cannot be serialised: Circular reference"):
         cache_key(a)
+
+
+def test_cache_repr_shows_size_bound_ttl_and_counts():
+    c = Cache(maxsize=1024)
+    for k in "abc":
+        c[k] = k
+    c.get("a"), c.get("a"), c.get("zz")
+    assert repr(c) == "<Cache size=3/1024 ttl=None hits=2 misses=1>"
+    assert repr(Cache(None, ttl=5)) == "<Cache size=0/unbounded ttl=5.0 hits=0 misses=0>"
+
+    @cached(maxsize=8)
+    def f(x):
+        return x
+
+    f(1)
+    assert repr(f.cache) == "<Cache size=1/8 ttl=None hits=0 misses=1>"
