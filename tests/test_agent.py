@@ -445,3 +445,30 @@ def test_async_agent_bounded_queue_and_many_workers_still_stop():
             return await agent.run(range(50))
 
     assert asyncio.run(main()) == [x * 2 for x in range(50)]
+
+
+def test_the_documented_ways_to_call_the_mocks_work():
+    """docs/agents.md, 'How to call them': every form in the table."""
+    from pathlib import Path
+
+    from pyagentbench.mocks import MockTool
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "agents.md").read_text()
+    for form in ("llm.complete(prompt)", "await llm.acomplete(prompt)", "llm.stream(prompt)",
+                 "llm.astream(prompt)", "tool(q)", "await tool.acall(q)", "AgentPool", "reap()"):
+        assert form in doc
+    llm = MockLLM(responses=["abcdefgh"], stream_chunk_tokens=1)
+    tool = MockTool("search", result=lambda q: [q])
+    assert llm.complete("p") == "abcdefgh"
+    assert "".join(llm.stream("p")) == "abcdefgh"
+    assert tool("q") == ["q"]
+
+    async def main():
+        chunks = [c async for c in llm.astream("p")]
+        return await llm.acomplete("p"), chunks, await tool.acall("r")
+
+    text, chunks, found = asyncio.run(main())
+    assert (text, "".join(chunks), found) == ("abcdefgh", "abcdefgh", ["r"])
+    assert len(chunks) == 2  # 2 tokens of 4 characters, one per chunk
+    assert (llm.call_count, tool.call_count) == (4, 2)
+    assert not hasattr(tool, "call") and not hasattr(tool, "run")
