@@ -309,18 +309,17 @@ hist_convert_value(PyObject *obj, int64_t *out, const char *where)
     return rc;
 }
 
-/* Records value count times, applying the out-of-range policy. -1 with ValueError, or with
- * OverflowError (and nothing changed) if a count would overflow int64. */
+/* Records value count times, applying the out-of-range policy. Returns -2 (no error set, nothing
+ * changed) for a value outside [0, highest] with clamp=False: the caller reports it with
+ * hist_out_of_range() once the object lock is released. -1 with OverflowError (and nothing
+ * changed) if a count would overflow int64. */
 static inline int
 hist_record_checked(pab_hist *h, int64_t value, int64_t count)
 {
     int64_t clamped = h->clamped_count;
     if (value < 0 || value > h->highest) {
         if (!h->clamp) {
-            PyErr_Format(PyExc_ValueError,
-                         "Histogram.record(): value %lld is outside [0, %lld] (clamp=False)",
-                         (long long)value, (long long)h->highest);
-            return -1;
+            return -2;
         }
         value = value < 0 ? 0 : h->highest;
         if (__builtin_add_overflow(clamped, count, &clamped)) {
@@ -334,6 +333,23 @@ hist_record_checked(pab_hist *h, int64_t value, int64_t count)
     }
     h->clamped_count = clamped;
     return 0;
+}
+
+/* Sets the ValueError of a value outside [0, highest] with clamp=False; returns -1. `passed` is
+ * the object the caller gave (reported as is, since a huge int or float was saturated to an int64
+ * on conversion), or NULL to report the int64 `value` read from a buffer. */
+static int
+hist_out_of_range(int64_t highest, int64_t value, PyObject *passed, const char *where)
+{
+    if (passed != NULL) {
+        PyErr_Format(PyExc_ValueError, "%s: value %R is outside [0, %lld] (clamp=False)", where,
+                     passed, (long long)highest);
+    }
+    else {
+        PyErr_Format(PyExc_ValueError, "%s: value %lld is outside [0, %lld] (clamp=False)", where,
+                     (long long)value, (long long)highest);
+    }
+    return -1;
 }
 
 static PyObject *
@@ -382,8 +398,12 @@ histogram_record(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject
         count = c;
     }
     PAB_OBJECT_LOCK(self);
+    int64_t highest = self->hist.highest;
     int rc = hist_record_checked(&self->hist, value, count);
     PAB_OBJECT_UNLOCK(self);
+    if (rc == -2) {
+        rc = hist_out_of_range(highest, value, args[0], "Histogram.record()");
+    }
     if (rc < 0) {
         return NULL;
     }
@@ -434,15 +454,18 @@ histogram_record_many(PyObject *op, PyObject *values)
             return NULL;
         }
         int rc = 0;
+        int64_t v = 0;
+        uint64_t big = 0; /* a uint64 value beyond int64, to report as it was */
         PAB_OBJECT_LOCK(self);
+        int64_t highest = self->hist.highest;
         for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
-            int64_t v;
             switch (kind) {
             case 1:
                 v = ((const int64_t *)view.buf)[i];
                 break;
             case 2: {
                 uint64_t u = ((const uint64_t *)view.buf)[i];
+                big = u > (uint64_t)INT64_MAX ? u : 0;
                 v = u > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)u;
                 break;
             }
@@ -463,6 +486,14 @@ histogram_record_many(PyObject *op, PyObject *values)
         }
         PAB_OBJECT_UNLOCK(self);
         PyBuffer_Release(&view);
+        if (rc == -2) {
+            PyObject *passed = big ? PyLong_FromUnsignedLongLong(big) : NULL;
+            if (big && passed == NULL) {
+                return NULL;
+            }
+            rc = hist_out_of_range(highest, v, passed, "Histogram.record_many()");
+            Py_XDECREF(passed);
+        }
         if (rc < 0) {
             return NULL;
         }
@@ -481,12 +512,16 @@ histogram_record_many(PyObject *op, PyObject *values)
     while ((item = PyIter_Next(iterator)) != NULL) {
         int64_t v;
         int rc = hist_convert_value(item, &v, "Histogram.record_many()");
-        Py_DECREF(item);
         if (rc == 0) {
             PAB_OBJECT_LOCK(self);
+            int64_t highest = self->hist.highest;
             rc = hist_record_checked(&self->hist, v, 1);
             PAB_OBJECT_UNLOCK(self);
+            if (rc == -2) {
+                rc = hist_out_of_range(highest, v, item, "Histogram.record_many()");
+            }
         }
+        Py_DECREF(item);
         if (rc < 0) {
             Py_DECREF(iterator);
             return NULL;

@@ -844,14 +844,27 @@ static PyObject *
 taskqueue_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"maxsize", NULL};
+    PyObject *maxsize_obj = NULL;
     Py_ssize_t maxsize = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|n:TaskQueue", kwlist, &maxsize)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:TaskQueue", kwlist, &maxsize_obj)) {
         return NULL;
     }
-    if (maxsize < 0) {
-        PyErr_Format(PyExc_ValueError, "TaskQueue(): maxsize must be >= 0 (0: unbounded), got %zd",
-                     maxsize);
-        return NULL;
+    if (maxsize_obj != NULL) {
+        /* Checked here rather than by "n" so that the message names the argument. */
+        if (PyBool_Check(maxsize_obj) || !PyIndex_Check(maxsize_obj)) {
+            PyErr_Format(PyExc_TypeError, "TaskQueue(): maxsize must be an int, not %.100s",
+                         Py_TYPE(maxsize_obj)->tp_name);
+            return NULL;
+        }
+        maxsize = PyNumber_AsSsize_t(maxsize_obj, NULL); /* clipped: a huge bound is no bound */
+        if (maxsize == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (maxsize < 0) {
+            PyErr_Format(PyExc_ValueError, "TaskQueue(): maxsize must be >= 0 (0: unbounded), got %R",
+                         maxsize_obj);
+            return NULL;
+        }
     }
     /* The native base (created from our spec) knows the module; subclasses inherit from it. */
     PyTypeObject *base = type;

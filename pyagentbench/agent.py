@@ -2,7 +2,8 @@
 
 Subclass :class:`Agent` and implement ``handle(self, task)`` as a plain method (the agent runs it on
 worker threads fed by a native :class:`~pyagentbench.TaskQueue`) or as an ``async def`` (worker
-tasks on the running event loop, fed by an ``asyncio.PriorityQueue``). Every task goes through the
+tasks on the running event loop, fed by a small priority queue). An async agent's workers follow
+the running loop: used from a new loop, it starts new workers there. Every task goes through the
 same steps: optional cache lookup, optional circuit breaker, ``handle``, metrics.
 
 Metrics are kept per worker (no lock on the hot path) and merged by :meth:`Agent.metrics`.
@@ -14,8 +15,10 @@ and one Future per task, which keeps the per-task overhead to a few hundred nano
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import dataclasses
+import heapq
 import inspect
 import itertools
 import math
@@ -314,6 +317,87 @@ class _ABatch:
             self.future.set_result(None)
 
 
+class _AQueue:
+    """The priority queue of an async agent's workers: ``(priority, seq, item)`` entries, lowest first.
+
+    It does what ``asyncio.PriorityQueue`` did for the agent (put, put_nowait, get_nowait,
+    task_done, join, qsize), but a worker waits for an entry on a bare future in its own frame
+    (see :meth:`Agent._aworker_main`), with no queue coroutine in between: a worker destroyed with
+    a loop that was closed without cancelling it is then closed without touching that loop, so
+    nothing complains at garbage collection.
+    """
+
+    __slots__ = ("maxsize", "loop", "heap", "getters", "putters", "joiners", "unfinished")
+
+    def __init__(self, maxsize: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.maxsize = maxsize
+        self.loop = loop
+        self.heap: list = []
+        self.getters: collections.deque = collections.deque()
+        self.putters: collections.deque = collections.deque()
+        self.joiners: list = []
+        self.unfinished = 0
+
+    def qsize(self) -> int:
+        return len(self.heap)
+
+    @staticmethod
+    def wake(waiters: collections.deque) -> None:
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def put_nowait(self, entry: tuple, force: bool = False) -> None:
+        if self.maxsize and not force and len(self.heap) >= self.maxsize:
+            raise asyncio.QueueFull
+        heapq.heappush(self.heap, entry)
+        self.unfinished += 1
+        if self.getters:
+            self.wake(self.getters)
+
+    async def put(self, entry: tuple) -> None:
+        while self.maxsize and len(self.heap) >= self.maxsize:
+            waiter = self.loop.create_future()
+            self.putters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if not self.loop.is_closed():
+                    if not waiter.done():
+                        waiter.cancel()
+                    try:
+                        self.putters.remove(waiter)
+                    except ValueError:  # woken already: hand the free slot to the next putter
+                        if len(self.heap) < self.maxsize:
+                            self.wake(self.putters)
+                raise
+        self.put_nowait(entry)
+
+    def get_nowait(self) -> tuple:
+        if not self.heap:
+            raise asyncio.QueueEmpty
+        entry = heapq.heappop(self.heap)
+        if self.putters:
+            self.wake(self.putters)
+        return entry
+
+    def task_done(self) -> None:
+        self.unfinished -= 1
+        if self.unfinished == 0 and self.joiners:
+            joiners, self.joiners = self.joiners, []
+            for waiter in joiners:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def join(self) -> None:
+        if self.unfinished:
+            waiter = self.loop.create_future()
+            self.joiners.append(waiter)
+            await waiter
+
+
 def _collect(results: list, failed: int, return_exceptions: bool) -> list:
     if not failed:
         return results
@@ -335,6 +419,34 @@ def _check_workers(workers: Any, default: int) -> int:
     return workers
 
 
+def _as_target(obj: Any, what: str) -> tuple[Any, bool]:
+    """``(callable, is_async)`` for a load or batch target: an Agent runs through ``process``; a
+    bound method of an Agent (``agent.process``, ``agent.run``) is async when its agent is,
+    since it returns a coroutine without being a coroutine function; other callables are async
+    when they are coroutine functions (or their ``__call__`` is)."""
+    if isinstance(obj, Agent):
+        return obj.process, obj.is_async
+    if not callable(obj):
+        raise TypeError(f"{what} must be an Agent or a callable, not {type(obj).__name__}")
+    if inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(getattr(obj, "__call__", None)):
+        return obj, True
+    owner = getattr(obj, "__self__", None)
+    if inspect.ismethod(obj) and isinstance(owner, Agent):
+        return obj, owner.is_async
+    return obj, False
+
+
+def _awaitable_error(result: Any, where: str) -> TypeError:
+    """Close an awaitable that a sync target returned, and say what to pass instead."""
+    close = getattr(result, "close", None)
+    if callable(close):
+        close()  # a coroutine never awaited: close it so it is not reported as never awaited
+    return TypeError(
+        f"{where}: the target returned {type(result).__name__} (an awaitable) instead of a result; "
+        "pass an async def function, or the Agent itself, so that it is awaited"
+    )
+
+
 class Agent:
     """Base class for agents: subclass it and implement ``handle(self, task)`` (plain or async).
 
@@ -346,7 +458,8 @@ class Agent:
 
     Sync agents: ``submit()`` returns a ``concurrent.futures.Future``, ``run()`` returns the results.
     Async agents: ``submit()`` returns an ``asyncio.Future`` and ``run()``, ``process()``,
-    ``stop()`` are awaited; workers start on the running loop. Both start on first use, or with
+    ``stop()`` are awaited; workers start on the running loop, and start again on a new one when
+    the agent is used from another loop (or its loop cancelled them), keeping the metrics. Both start on first use, or with
     :meth:`start` / a ``with`` (``async with``) block, which stops with ``drain=True`` on exit.
     """
 
@@ -389,6 +502,8 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._queue: Any = None
         self._tasks: list = []
+        self._loop: Optional[asyncio.AbstractEventLoop] = None  # the loop an async agent's workers run on
+        self._workers_lost = False
         self._seq = itertools.count()
 
     # ---- to override ----
@@ -712,10 +827,15 @@ class Agent:
         self._ensure_async_started()
         loop = asyncio.get_running_loop()
         batch = _ABatch(items, loop.create_future(), priority)
-        put = self._queue.put
+        q = self._queue
         seq = self._seq
-        for i in range(len(items)):
-            await put((priority, next(seq), _AItem(batch, i, now_ns())))
+        if q.maxsize:
+            for i in range(len(items)):
+                await q.put((priority, next(seq), _AItem(batch, i, now_ns())))
+        else:
+            put = q.put_nowait
+            for i in range(len(items)):
+                put((priority, next(seq), _AItem(batch, i, now_ns())))
         await batch.future
         return _collect(batch.results, batch.failed, return_exceptions)
 
@@ -805,28 +925,96 @@ class Agent:
     # ---- lifecycle, async ----
 
     def _ensure_async_started(self) -> None:
-        if self._state != "running":
-            if self._state == "created":
-                self._start_async()
-            else:
-                raise RuntimeError(f"agent {self.name!r} is {self._state}; start() it again first")
+        if self._state == "running":
+            if self._loop is not asyncio.get_running_loop() or self._workers_lost:
+                self._restart_async()
+        elif self._state == "created":
+            self._start_async()
+        else:
+            raise RuntimeError(f"agent {self.name!r} is {self._state}; start() it again first")
 
     def _start_async(self) -> None:
         if self._state == "running":
+            if self._loop is not asyncio.get_running_loop() or self._workers_lost:
+                self._restart_async()
             return
         loop = asyncio.get_running_loop()
-        self._queue = asyncio.PriorityQueue(self.maxsize)
+        self._loop = loop
+        self._workers_lost = False
+        self._queue = _AQueue(self.maxsize, loop)
         self._busy = [0] * self.workers
         self._tasks = [loop.create_task(self._aworker_main(i)) for i in range(self.workers)]
+        for task in self._tasks:
+            # Idle workers are daemons: a loop closed without cancelling them (say, a benchmark's
+            # own loop) must not log them as destroyed while pending.
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+            task.add_done_callback(self._worker_done)
         self._state = "running"
+
+    def _worker_done(self, task: "asyncio.Task[None]") -> None:
+        """A worker ended: fine during stop(), otherwise its loop cancelled it (e.g. asyncio.run
+        shutting down), and the next use must start new workers."""
+        if self._state == "running" and task in self._tasks:
+            self._workers_lost = True
+
+    def _restart_async(self) -> None:
+        """Start fresh workers and queue on the running loop: the old ones belong to another loop
+        (usually one that has been closed, or is closing) or were cancelled. Metrics are kept."""
+        old_loop = self._loop
+        if old_loop is not None and old_loop is not asyncio.get_running_loop() and old_loop.is_running():
+            raise RuntimeError(
+                f"agent {self.name!r} is running on another event loop (in another thread); "
+                "an async agent serves one loop at a time"
+            )
+        self._abandon_workers()
+        self._state = "created"
+        self._start_async()
+
+    def _abandon_workers(self) -> None:
+        """Let go of the workers and queue of a previous loop without warnings: cancel what still
+        waits there, and if that loop is closed, close the worker coroutines right away."""
+        tasks, self._tasks = self._tasks, []
+        old_loop, self._loop = self._loop, None
+        closed = old_loop is None or old_loop.is_closed()
+        for task in tasks:
+            if task.done():
+                continue
+            try:
+                task.cancel()  # marks what it waits for cancelled even when the loop is closed
+            except RuntimeError:  # the closed loop refused to schedule the wake-up
+                pass
+            if closed:
+                try:
+                    task.get_coro().close()
+                except RuntimeError:
+                    pass
+        self._queue = None
 
     async def _aworker_main(self, index: int) -> None:
         stats = self._new_stats()
         token_sink.set(stats)  # this worker task's own context
         q = self._queue
+        heap = q.heap
+        getters = q.getters
+        loop = q.loop
         busy = self._busy
         while True:
-            entry = await q.get()
+            while not heap:
+                waiter = loop.create_future()
+                getters.append(waiter)
+                try:
+                    await waiter
+                except BaseException:  # cancelled, or closed with a closed loop (GeneratorExit)
+                    if not loop.is_closed():
+                        if not waiter.done():
+                            waiter.cancel()
+                        try:
+                            getters.remove(waiter)
+                        except ValueError:  # woken for an entry it will not take: pass it on
+                            if heap:
+                                q.wake(getters)
+                    raise
+            entry = q.get_nowait()
             item = entry[2]
             if item is None:
                 q.task_done()
@@ -845,6 +1033,13 @@ class Agent:
     async def _astop(self, drain: bool) -> None:
         if self._state != "running":
             return
+        if self._loop is not asyncio.get_running_loop() or self._workers_lost:
+            # The workers went with another loop (or were cancelled): nothing left to drain here.
+            if self._loop is not None and self._loop is not asyncio.get_running_loop() and self._loop.is_running():
+                raise RuntimeError(f"agent {self.name!r} is running on another event loop; stop it there")
+            self._abandon_workers()
+            self._state = "stopped"
+            return
         self._state = "stopping"
         q = self._queue
         if drain:
@@ -858,7 +1053,7 @@ class Agent:
                 entry[2].cancel()
                 q.task_done()
         for _ in self._tasks:
-            q.put_nowait((math.inf, next(self._seq), None))
+            q.put_nowait((math.inf, next(self._seq), None), force=True)
         await asyncio.gather(*self._tasks)
         self._tasks = []
         self._state = "stopped"

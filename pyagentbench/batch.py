@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import inspect
 import math
 import numbers
 import queue
@@ -39,7 +38,12 @@ class BatchResult:
 
     @property
     def throughput(self) -> float:
-        """Finished tasks (success + failed - cancelled) per second."""
+        """Successful tasks per second: failures do not make a batch look faster."""
+        return self.success / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def attempted_throughput(self) -> float:
+        """Tasks that ran to an outcome (success + failed - cancelled, timed-out ones included) per second."""
         finished = self.success + self.failed - self.cancelled
         return finished / self.duration_s if self.duration_s > 0 else 0.0
 
@@ -49,7 +53,7 @@ class BatchResult:
         return not self.errors
 
     def stats(self) -> dict[str, Any]:
-        """total, success, failed, cancelled, duration_s, throughput."""
+        """total, success, failed, cancelled, duration_s, throughput, attempted_throughput."""
         return {
             "total": self.total,
             "success": self.success,
@@ -57,6 +61,7 @@ class BatchResult:
             "cancelled": self.cancelled,
             "duration_s": self.duration_s,
             "throughput": self.throughput,
+            "attempted_throughput": self.attempted_throughput,
         }
 
     def raise_first(self) -> None:
@@ -66,14 +71,9 @@ class BatchResult:
 
 
 def _target(obj: Any) -> tuple[Callable[[Any], Any], bool]:
-    from .agent import Agent
+    from .agent import _as_target
 
-    if isinstance(obj, Agent):
-        return obj.process, obj.is_async
-    if not callable(obj):
-        raise TypeError(f"BatchExecutor needs an Agent or a callable, not {type(obj).__name__}")
-    is_async = inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(getattr(obj, "__call__", None))
-    return obj, is_async
+    return _as_target(obj, "BatchExecutor target")
 
 
 class BatchStream:

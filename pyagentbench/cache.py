@@ -19,14 +19,32 @@ import functools
 import hashlib
 import inspect
 import json
-from typing import Any, Callable, TypeVar, overload
+from typing import Any, Callable, Iterator, TypeVar, overload
 
 from . import _native
-from ._native import Cache, CachedFunction
+from ._native import CachedFunction
 
 __all__ = ["Cache", "CachedFunction", "cached", "cache_key"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Cache(_native.Cache):
+    """LRU cache with optional time to live: the native type, plus a readable ``repr()``.
+
+    ``Cache(maxsize=1024, ttl=None, *, clock=None)``; see the module documentation. Every method
+    is the native one: a lookup runs no Python code.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        stats = self.stats()  # like len(), drops expired entries first
+        bound = "unbounded" if self.maxsize is None else self.maxsize
+        return (
+            f"<Cache size={stats['size']}/{bound} ttl={self.ttl!r} "
+            f"hits={stats['hits']} misses={stats['misses']}>"
+        )
 
 _MISSING = object()
 _KWD_MARK = object()
@@ -109,23 +127,72 @@ def cache_key(*args: Any, **kwargs: Any) -> str:
 
     The same arguments give the same digest in every process and run (no ``hash()``
     randomisation): they are serialised as canonical JSON (sorted object keys, no whitespace,
-    UTF-8). Lists and tuples serialise alike. Raises ``TypeError`` naming the first argument that
-    JSON cannot represent.
+    UTF-8). Lists and tuples serialise alike. So that two different arguments never share a key,
+    dict keys must be ``str`` (JSON would turn ``{1: "a"}`` into ``{"1": "a"}``): other keys raise
+    ``TypeError``; NaN and infinite floats (not JSON) raise ``ValueError``. Raises ``TypeError``
+    naming the first argument that JSON cannot represent.
     """
     payload = {"args": list(args), "kwargs": kwargs}
     try:
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except TypeError:
-        for index, value in enumerate(args):
-            _check_serialisable(f"argument {index}", value)
-        for name, value in kwargs.items():
-            _check_serialisable(f"keyword argument {name!r}", value)
+        _check_arguments(args, kwargs)
         raise
+    except ValueError:
+        _check_arguments(args, kwargs)
+        raise
+    _check_arguments(args, kwargs, keys_only=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _labels(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    for index, value in enumerate(args):
+        yield f"argument {index}", value
+    for name, value in kwargs.items():
+        yield f"keyword argument {name!r}", value
+
+
+def _check_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], keys_only: bool = False) -> None:
+    for label, value in _labels(args, kwargs):
+        _check_dict_keys(label, value)
+        if not keys_only:
+            _check_serialisable(label, value)
+
+
+def _check_dict_keys(label: str, value: Any) -> None:
+    """Raise TypeError for a dict key that is not a str, anywhere inside value."""
+    stack = [value]
+    seen: set[int] = set()
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    raise TypeError(
+                        f"cache_key(): {label} has a dict key {key!r} of type {type(key).__name__}; dict keys "
+                        f"must be str (JSON would turn it into the string {json.dumps(str(key))}, the same "
+                        "key as that string)"
+                    )
+                stack.append(inner)
+        elif isinstance(item, (list, tuple)):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            stack.extend(item)
 
 
 def _check_serialisable(label: str, value: Any) -> None:
     try:
-        json.dumps(value, sort_keys=True)
+        json.dumps(value, sort_keys=True, allow_nan=False)
     except TypeError as exc:
         raise TypeError(f"cache_key(): {label} is not JSON-serialisable: {exc}") from None
+    except ValueError as exc:
+        if "Out of range float" in str(exc):
+            raise ValueError(
+                f"cache_key(): {label} contains NaN or an infinite float, which JSON cannot represent "
+                "(and NaN never equals itself); use None or a string instead"
+            ) from None
+        raise ValueError(f"cache_key(): {label} cannot be serialised: {exc}") from None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import itertools
 import math
 import numbers
@@ -32,15 +31,18 @@ PROGRESS_AFTER_S = 2.0
 
 @dataclasses.dataclass(frozen=True)
 class LoadResult:
-    """The outcome of a load run. Latencies are nanoseconds; ``achieved_concurrency`` is the mean
-    number of tasks in flight (total busy time / wall time); ``resources`` a ResourceSummary, or
-    None where no Sampler is available."""
+    """The outcome of a load run. ``throughput`` is completed (successful) tasks per second of wall
+    time, so failing fast never looks fast; ``attempted_throughput`` counts completed + failed.
+    Latencies are nanoseconds; ``achieved_concurrency`` is the mean number of tasks in flight
+    (total busy time / wall time); ``resources`` a ResourceSummary, or None where no Sampler is
+    available."""
 
     mode: str
     completed: int
     failed: int
     error_rate: float
     throughput: float
+    attempted_throughput: float
     duration_s: float
     latency_p50_ns: int
     latency_p95_ns: int
@@ -59,13 +61,9 @@ class LoadResult:
 
 
 def _target(obj: Any) -> tuple[Callable[[Any], Any], bool]:
-    from .agent import Agent
+    from .agent import _as_target
 
-    if isinstance(obj, Agent):
-        return obj.process, obj.is_async
-    if not callable(obj):
-        raise TypeError(f"target must be an Agent or a callable, not {type(obj).__name__}")
-    return obj, inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(getattr(obj, "__call__", None))
+    return _as_target(obj, "target")
 
 
 def _positive(name: str, value: Any) -> Optional[float]:
@@ -87,10 +85,13 @@ class _Plan:
         self.duration_ns = None if duration is None else int(duration * 1e9)
         self.interval_ns = None if rate is None else 1e9 / rate
         self.start_ns = 0
+        self.stopped = False  # set when a worker found the run cannot go on
         self._next = itertools.count()
 
     def claim(self) -> Optional[tuple[Any, int]]:
         """The next (payload, scheduled_ns), or None when the run is over. Thread-safe."""
+        if self.stopped:
+            return None
         i = next(self._next)  # atomic on CPython; each index is handed out once
         n = len(self.payloads)
         if self.duration_ns is None and i >= n:
@@ -134,7 +135,7 @@ class _Progress:
             done = sum(c.completed for c in self.counts)
             failed = sum(c.failed for c in self.counts)
             sys.stderr.write(
-                f"\rrun_load: {elapsed:6.1f} s  {done} completed  {failed} failed  {(done + failed) / elapsed:,.0f} tasks/s "
+                f"\rrun_load: {elapsed:6.1f} s  {done} completed  {failed} failed  {done / elapsed:,.0f} completed tasks/s "
             )
             sys.stderr.flush()
             self.shown = True
@@ -180,7 +181,8 @@ def _result(mode: str, counts: list, wall_ns: int, sampler: Any, histogram_type:
         completed=completed,
         failed=failed,
         error_rate=failed / done if done else 0.0,
-        throughput=done / wall if wall > 0 else 0.0,
+        throughput=completed / wall if wall > 0 else 0.0,
+        attempted_throughput=done / wall if wall > 0 else 0.0,
         duration_s=wall,
         latency_p50_ns=merged.percentile(50) if has else 0,
         latency_p95_ns=merged.percentile(95) if has else 0,
@@ -239,14 +241,22 @@ def run_load(
                 time.sleep((due - start) * 1e-9)
                 start = now_ns()
             try:
-                call(payload)
-                c.completed += 1
+                result = call(payload)
             except Exception:
                 c.failed += 1
+            else:
+                if result is not None and hasattr(result, "__await__"):
+                    from .agent import _awaitable_error
+
+                    misuse.append(_awaitable_error(result, "run_load()"))
+                    plan.stopped = True
+                    return
+                c.completed += 1
             end = now_ns()
             c.busy_ns += end - start
             record(end - (due if rate is not None else start))
 
+    misuse: list = []
     sampler = _sampler()
     show = sys.stderr.isatty() if progress is None else bool(progress)
     threads = [threading.Thread(target=load_worker, args=(c,), daemon=True) for c in counts]
@@ -264,6 +274,8 @@ def run_load(
     finally:
         if sampler is not None:
             sampler.stop()
+    if misuse:
+        raise misuse[0]
     return _result("open" if rate is not None else "closed", counts, wall_ns, sampler, histogram_type)
 
 

@@ -2,12 +2,17 @@
 
 Agents are made by ``factory()`` on demand, up to ``max_size`` at once. A released agent goes back
 to the idle list unless it is older than ``max_lifetime`` (then it is retired); idle agents unused
-for ``idle_timeout`` seconds are closed, down to ``initial_size``. Closing an agent calls its
-``stop()`` if it is running, or its ``close()`` if it has one.
+for ``idle_timeout`` seconds are closed, down to ``initial_size``, and idle agents older than
+``max_lifetime`` are retired. There is no background thread: this reaping happens when the pool is
+used, in :meth:`AgentPool.acquire`, :meth:`AgentPool.release`, :meth:`AgentPool.stats` (and so
+``repr()``) and :meth:`AgentPool.reap`. Whenever agents are retired or reaped, new ones are made so
+that the pool (idle + lent) stays at ``initial_size`` or more until it is closed. Closing an agent
+calls its ``stop()`` if it is running, or its ``close()`` if it has one.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import numbers
@@ -76,6 +81,7 @@ class AgentPool:
         self._cond = threading.Condition()
         self._idle: list[_Slot] = []
         self._lent: dict[int, _Slot] = {}
+        self._retired: collections.deque = collections.deque(maxlen=max_size)  # to name a double release
         self._creating = 0
         self.created = 0
         self.destroyed = 0
@@ -100,6 +106,7 @@ class AgentPool:
 
     def _destroy(self, slot: _Slot) -> None:
         self.destroyed += 1
+        self._retired.append(slot.agent)
         agent = slot.agent
         if getattr(agent, "state", None) == "running" and callable(getattr(agent, "stop", None)):
             agent.stop()
@@ -119,6 +126,31 @@ class AgentPool:
                 dead.append(keep.pop(0))
         self._idle = keep
         return dead
+
+    def _settle(self, dead: list[_Slot]) -> None:
+        """Outside the lock: close the reaped agents, then make new ones up to initial_size."""
+        for d in dead:
+            self._destroy(d)
+        with self._cond:
+            need = self.initial_size - (len(self._idle) + len(self._lent) + self._creating)
+            if need <= 0 or self._closed:
+                return
+            self._creating += need
+        made: list[_Slot] = []
+        try:
+            for _ in range(need):
+                made.append(self._make())
+        finally:
+            with self._cond:
+                self._creating -= need
+                if self._closed:
+                    dead, made = made, []
+                else:
+                    dead = []
+                    self._idle.extend(made)
+                    self._cond.notify(len(made))
+            for d in dead:
+                self._destroy(d)
 
     # ---- public API ----
 
@@ -162,15 +194,16 @@ class AgentPool:
                 self._cond.wait(remaining if remaining is None else min(remaining, 0.1))
             self._account(self._clock())
             self._lent[id(slot.agent)] = slot
-        for d in dead:
-            self._destroy(d)
+        self._settle(dead)
         return slot.agent
 
     def release(self, agent: Any) -> None:
-        """Give a lent agent back (it is retired instead if older than max_lifetime)."""
+        """Give a lent agent back (it is retired instead if older than max_lifetime), then reap."""
         with self._cond:
             slot = self._lent.pop(id(agent), None)
             if slot is None:
+                if any(s.agent is agent for s in self._idle) or any(a is agent for a in self._retired):
+                    raise ValueError("release(): this agent was already released")
                 raise ValueError("release(): this agent was not acquired from this pool")
             now = self._clock()
             self._busy_area += (len(self._lent) + 1) * (now - self._since)
@@ -179,9 +212,11 @@ class AgentPool:
             if not retire:
                 slot.idle_since = now
                 self._idle.append(slot)
+            dead = [] if self._closed else self._reap_locked(now)
             self._cond.notify()
         if retire:
-            self._destroy(slot)
+            dead.insert(0, slot)
+        self._settle(dead)
 
     @contextlib.contextmanager
     def agent(self, timeout: Optional[float] = None) -> Iterator[Any]:
@@ -199,11 +234,11 @@ class AgentPool:
             return process(payload) if process is not None else lent(payload)
 
     def reap(self) -> int:
-        """Close idle agents past idle_timeout or max_lifetime now; return how many were closed."""
+        """Close idle agents past idle_timeout or max_lifetime now (and make new ones up to
+        initial_size); return how many were closed."""
         with self._cond:
-            dead = self._reap_locked(self._clock())
-        for d in dead:
-            self._destroy(d)
+            dead = [] if self._closed else self._reap_locked(self._clock())
+        self._settle(dead)
         return len(dead)
 
     def close(self) -> None:
@@ -217,7 +252,10 @@ class AgentPool:
 
     def stats(self) -> dict[str, Any]:
         """active (lent), idle, created, destroyed, waits (acquires that waited) and utilization:
-        the time-averaged percentage of max_size lent out since the pool was made."""
+        the time-averaged percentage of max_size lent out since the pool was made. Reaps first."""
+        with self._cond:
+            dead = [] if self._closed else self._reap_locked(self._clock())
+        self._settle(dead)
         with self._cond:
             now = self._clock()
             self._account(now)

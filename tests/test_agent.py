@@ -355,3 +355,120 @@ def test_async_agent_refuses_plain_with():
     with pytest.raises(TypeError, match="async with"):
         with AsyncDouble():
             pass
+
+
+# ---- async agents across event loops ----
+
+
+@pytest.fixture
+def loop_complaints(monkeypatch):
+    """What asyncio and the interpreter would print about tasks and coroutines left on a loop."""
+    import gc
+    import logging
+    import sys
+    import warnings
+
+    seen = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    handler = Catch()
+    logging.getLogger("asyncio").addHandler(handler)
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(f"unraisable: {u.exc_value!r} in {u.object!r}"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield seen
+        gc.collect()
+        gc.collect()
+    logging.getLogger("asyncio").removeHandler(handler)
+    seen.extend(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning))
+
+
+def test_async_agent_moves_to_a_new_event_loop_with_asyncio_run(loop_complaints):
+    agent = AsyncDouble(workers=4)
+    assert asyncio.run(agent.run([1, 2])) == [2, 4]
+    assert asyncio.run(asyncio.wait_for(agent.run([3]), 5)) == [6]  # new loop: workers restarted there
+
+    async def submit_on_a_third_loop():
+        return await asyncio.wait_for(agent.submit(5), 5)
+
+    assert asyncio.run(submit_on_a_third_loop()) == 10
+    m = agent.metrics()
+    assert (m.tasks_completed, m.tasks_failed) == (4, 0)  # metrics of every loop kept
+    assert agent.state == "running"
+
+    async def stop_on_a_fourth_loop():
+        await agent.stop()
+
+    asyncio.run(stop_on_a_fourth_loop())
+    assert agent.state == "stopped"
+    del agent
+    assert loop_complaints == []
+
+
+def test_async_agent_survives_two_measure_calls(loop_complaints):
+    """measure() runs an async function on a loop of its own, closed at the end (whether or not it
+    cancels the tasks left on it first)."""
+    from pyagentbench import measure
+
+    agent = AsyncDouble(workers=4)
+    measure(agent.run, (["x"],), rounds=3, loops=1)
+    measure(agent.run, (["x"],), rounds=3, loops=1)
+    assert agent.metrics().tasks_completed >= 6
+    del agent
+    assert loop_complaints == []
+
+
+def test_async_agent_restarts_workers_cancelled_with_their_loop(loop_complaints):
+    agent = AsyncDouble(workers=3)
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(agent.run([1])) == [2]
+        workers = list(agent._tasks)
+        for task in workers:  # what asyncio.run does with the tasks left when it closes a loop
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*workers, return_exceptions=True))
+        assert loop.run_until_complete(asyncio.wait_for(agent.run([2, 3]), 5)) == [4, 6]  # same loop, new workers
+    finally:
+        loop.close()
+    assert asyncio.run(asyncio.wait_for(agent.run([4]), 5)) == [8]
+    assert agent.metrics().tasks_completed == 4
+    del agent, workers
+    assert loop_complaints == []
+
+
+def test_async_agent_bounded_queue_and_many_workers_still_stop():
+    async def main():
+        async with AsyncDouble(workers=8, maxsize=2) as agent:
+            return await agent.run(range(50))
+
+    assert asyncio.run(main()) == [x * 2 for x in range(50)]
+
+
+def test_the_documented_ways_to_call_the_mocks_work():
+    """docs/agents.md, 'How to call them': every form in the table."""
+    from pathlib import Path
+
+    from pyagentbench.mocks import MockTool
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "agents.md").read_text()
+    for form in ("llm.complete(prompt)", "await llm.acomplete(prompt)", "llm.stream(prompt)",
+                 "llm.astream(prompt)", "tool(q)", "await tool.acall(q)", "AgentPool", "reap()"):
+        assert form in doc
+    llm = MockLLM(responses=["abcdefgh"], stream_chunk_tokens=1)
+    tool = MockTool("search", result=lambda q: [q])
+    assert llm.complete("p") == "abcdefgh"
+    assert "".join(llm.stream("p")) == "abcdefgh"
+    assert tool("q") == ["q"]
+
+    async def main():
+        chunks = [c async for c in llm.astream("p")]
+        return await llm.acomplete("p"), chunks, await tool.acall("r")
+
+    text, chunks, found = asyncio.run(main())
+    assert (text, "".join(chunks), found) == ("abcdefgh", "abcdefgh", ["r"])
+    assert len(chunks) == 2  # 2 tokens of 4 characters, one per chunk
+    assert (llm.call_count, tool.call_count) == (4, 2)
+    assert not hasattr(tool, "call") and not hasattr(tool, "run")

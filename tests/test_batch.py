@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+import pyagentbench
+
 from pyagentbench import BatchExecutor
 from pyagentbench.mocks import MockTool
 
@@ -143,3 +145,27 @@ def test_bad_arguments(kwargs, exc):
         BatchExecutor(double, **kwargs)
     with pytest.raises(TypeError, match="callable"):
         BatchExecutor(3)
+
+
+def test_bound_process_of_an_async_agent_is_awaited_by_the_batch():
+    import asyncio
+
+    class AsyncEcho(pyagentbench.Agent):
+        async def handle(self, task):
+            await asyncio.sleep(0)
+            return task.payload * 2
+
+    agent = AsyncEcho(workers=2)
+    result = BatchExecutor(agent.process, max_concurrency=4).execute([1, 2, 3])
+    assert result.results == [2, 4, 6] and result.ok
+
+
+def test_batch_throughput_counts_only_successes():
+    def always_fail(x):
+        raise ValueError(x)
+
+    result = BatchExecutor(always_fail, max_concurrency=2).execute(range(20))
+    assert result.failed == 20 and result.duration_s > 0
+    assert result.throughput == 0.0
+    assert result.attempted_throughput == pytest.approx(20 / result.duration_s)
+    assert result.stats()["attempted_throughput"] == result.attempted_throughput

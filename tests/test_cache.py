@@ -714,3 +714,44 @@ def test_calling_a_cleared_cached_function_raises_instead_of_crashing():
     proc = run_isolated(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_cache_key_refuses_non_str_dict_keys_that_json_would_merge():
+    with pytest.raises(TypeError, match=r"argument 0 has a dict key 1 of type int; dict keys must be str"):
+        cache_key({1: "a"})
+    assert cache_key({"1": "a"})  # the string key is fine
+    with pytest.raises(TypeError, match="keyword argument 'opts'.*key None of type NoneType"):
+        cache_key(opts=[{"a": {None: 1}}])
+    with pytest.raises(TypeError, match="key True of type bool"):
+        cache_key("x", ({"a": 1, True: 2},))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_cache_key_refuses_nan_and_infinity(bad):
+    with pytest.raises(ValueError, match="argument 0 contains NaN or an infinite float"):
+        cache_key(bad)
+    with pytest.raises(ValueError, match="keyword argument 'p'"):
+        cache_key(p={"t": [1.0, bad]})
+
+
+def test_cache_key_still_reports_circular_values():
+    a = []
+    a.append(a)
+    with pytest.raises(ValueError, match="argument 0 cannot be serialised: Circular reference"):
+        cache_key(a)
+
+
+def test_cache_repr_shows_size_bound_ttl_and_counts():
+    c = Cache(maxsize=1024)
+    for k in "abc":
+        c[k] = k
+    c.get("a"), c.get("a"), c.get("zz")
+    assert repr(c) == "<Cache size=3/1024 ttl=None hits=2 misses=1>"
+    assert repr(Cache(None, ttl=5)) == "<Cache size=0/unbounded ttl=5.0 hits=0 misses=0>"
+
+    @cached(maxsize=8)
+    def f(x):
+        return x
+
+    f(1)
+    assert repr(f.cache) == "<Cache size=1/8 ttl=None hits=0 misses=1>"

@@ -402,3 +402,18 @@ def test_count_overflow_raises_and_changes_nothing():
     d["count"], d["min"], d["max"] = 0, 1, 1
     with pytest.raises(OverflowError):
         Histogram.from_dict(d)
+
+
+def test_out_of_range_message_reports_the_value_passed_not_a_saturated_int64():
+    import array
+
+    h = Histogram(clamp=False)
+    with pytest.raises(ValueError, match=r"^Histogram\.record\(\): value 100000000000000000000 is outside"):
+        h.record(10**20)
+    with pytest.raises(ValueError, match=r"value -1e\+30 is outside"):
+        h.record(-1e30)
+    with pytest.raises(ValueError, match=r"^Histogram\.record_many\(\): value 100000000000000000000 is outside"):
+        h.record_many([1, 10**20])
+    with pytest.raises(ValueError, match=r"value 18446744073709551615 is outside"):
+        h.record_many(array.array("Q", [2**64 - 1]))
+    assert h.count == 1  # only the 1 before the bad value

@@ -91,3 +91,59 @@ def test_bad_arguments(kwargs, exc):
         run_load(lambda x: x, [])
     with pytest.raises(TypeError, match="target"):
         run_load(3, [1])
+
+
+class _AsyncSleeper(pyagentbench.Agent):
+    async def handle(self, task):
+        await asyncio.sleep(0.002)
+        return task.payload
+
+
+def test_bound_process_of_an_async_agent_is_awaited():
+    agent = _AsyncSleeper(workers=4)
+    result = run_load(agent.process, ["a"] * 50, concurrency=8, progress=False)
+    assert (result.completed, result.failed) == (50, 0)
+    assert agent.metrics().tasks_completed == 50  # the handler really ran
+    assert result.latency_p50_ns >= 2_000_000
+
+    async def main():
+        return await arun_load(agent.process, ["b"] * 20, concurrency=4, progress=False)
+
+    assert asyncio.run(main()).completed == 20
+    assert agent.metrics().tasks_completed == 70
+
+
+def test_a_sync_target_returning_an_awaitable_fails_loudly():
+    import gc
+    import warnings
+
+    async def work(payload):
+        return payload
+
+    def returns_coroutine(payload):  # a plain function handing back an un-awaited coroutine
+        return work(payload)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # "coroutine ... was never awaited"
+        with pytest.raises(TypeError, match="awaitable.*async def function, or the Agent"):
+            run_load(returns_coroutine, ["a"] * 50, concurrency=8, progress=False)
+        gc.collect()
+
+
+def test_throughput_counts_only_completed_tasks():
+    def half_fail(payload):
+        time.sleep(0.001)
+        if payload % 2:
+            raise ValueError(payload)
+
+    result = run_load(half_fail, range(200), concurrency=4, progress=False)
+    assert (result.completed, result.failed) == (100, 100)
+    assert result.throughput == pytest.approx(100 / result.duration_s)
+    assert result.attempted_throughput == pytest.approx(200 / result.duration_s)
+
+    def always_fail(payload):
+        raise ValueError(payload)
+
+    failing = run_load(always_fail, range(200), concurrency=4, progress=False)
+    assert failing.throughput == 0.0 and failing.attempted_throughput > 0
+    assert failing.to_dict()["throughput"] == 0.0

@@ -145,3 +145,46 @@ def test_bad_arguments(kwargs, exc):
         AgentPool(Worker, **kwargs)
     with pytest.raises(TypeError, match="factory"):
         AgentPool(3)
+
+
+def test_idle_agents_are_reaped_on_release_and_stats_too():
+    clock = Clock()
+    pool = AgentPool(Worker, max_size=3, idle_timeout=10, clock=clock)
+    a, b = pool.acquire(), pool.acquire()
+    pool.release(a)
+    clock.now = 10
+    pool.release(b)  # a has idled 10 s: reaped here, not only on the next acquire()
+    assert a.closed and not b.closed
+    clock.now = 20
+    s = pool.stats()  # b has idled 10 s
+    assert b.closed and (s["idle"], s["destroyed"]) == (0, 2)
+
+
+def test_retiring_old_agents_keeps_initial_size():
+    clock = Clock()
+    pool = AgentPool(Worker, initial_size=2, max_size=3, max_lifetime=60, clock=clock)
+    a = pool.acquire()
+    clock.now = 61
+    pool.release(a)  # retired, and both initial agents are past max_lifetime
+    assert a.closed
+    s = pool.stats()
+    assert s["idle"] == 2 and s["destroyed"] == 2 and s["created"] == 4
+    b = pool.acquire()
+    assert not b.closed and b is not a
+
+
+def test_double_release_says_already_released():
+    pool = AgentPool(Worker, max_size=2)
+    a = pool.acquire()
+    pool.release(a)
+    with pytest.raises(ValueError, match="already released"):
+        pool.release(a)
+    with pytest.raises(ValueError, match="not acquired from this pool"):
+        pool.release(Worker())
+    clock = Clock()
+    old = AgentPool(Worker, max_size=2, max_lifetime=1, clock=clock)
+    b = old.acquire()
+    clock.now = 2
+    old.release(b)  # retired
+    with pytest.raises(ValueError, match="already released"):
+        old.release(b)

@@ -513,3 +513,11 @@ def test_child_forked_while_threads_wait_can_use_the_queues():
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == "child exit 0", proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("bad, name", [("3", "str"), (2.0, "float"), (None, "NoneType"), (True, "bool")])
+def test_maxsize_of_the_wrong_type_is_named(bad, name):
+    with pytest.raises(TypeError, match=rf"^TaskQueue\(\): maxsize must be an int, not {name}$"):
+        TaskQueue(maxsize=bad)
+    with pytest.raises(TypeError, match="maxsize must be an int"):
+        TaskQueue(bad)
