@@ -292,16 +292,11 @@ class AgentBenchmark:
 
 
 def _load_callable(target: Any) -> tuple[Callable[[Any], Any], bool]:
-    """What run_load would call for target (an Agent's process(), or target itself)."""
-    from .agent import Agent
+    """What run_load would call for target, and whether it awaits it (an Agent's process(), a
+    bound method of an async Agent, a coroutine function, or target itself)."""
+    from .agent import _as_target
 
-    if isinstance(target, Agent):
-        return target.process, target.is_async
-    if not callable(target):
-        raise TypeError(f"agent_benchmark.throughput(): target must be an Agent or a callable, "
-                        f"not {type(target).__name__}")
-    return target, inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
-        getattr(target, "__call__", None))
+    return _as_target(target, "agent_benchmark.throughput(): target")
 
 
 def _timed_call(call: Callable[[Any], Any], is_async: bool, sink: list[int]) -> Callable[[Any], Any]:

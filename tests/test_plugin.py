@@ -516,3 +516,36 @@ def test_pedantic_awaits_what_a_plain_callable_returns(pytester):
     bench = load(pytester)["benchmarks"][0]
     assert bench["stats"]["rounds"] == 3
     assert bench["stats"]["min"] >= 0.9e-3  # the sleep was awaited, not just the coroutine made
+
+
+def test_async_agent_through_every_pass(pytester):
+    pytester.makepyfile(
+        """
+        from pyagentbench import Agent
+        from pyagentbench.mocks import MockLLM
+
+        llm = MockLLM(latency=0.001)
+
+        class AsyncRAG(Agent):
+            async def handle(self, task):
+                return await llm.acomplete(task.payload)
+
+        def test_run(agent_benchmark):
+            agent = AsyncRAG(workers=4)
+            assert len(agent_benchmark(agent.run, ["a", "b", "c"])) == 3
+
+        def test_pedantic(agent_benchmark):
+            agent = AsyncRAG(workers=4)
+            assert len(agent_benchmark.pedantic(agent.run, args=(["a"],), rounds=3)) == 1
+
+        def test_load(agent_benchmark):
+            agent = AsyncRAG(workers=4)
+            result = agent_benchmark.throughput(agent.process, ["a"] * 40, concurrency=8)
+            assert result.completed == 40
+            assert 1 / 8 * 40 * 1e-3 <= result.duration_s  # the LLM's 1 ms was awaited
+        """
+    )
+    result = run(pytester, "-W", "error", "--benchmark-json=out.json")
+    result.assert_outcomes(passed=3)
+    for bench in load(pytester)["benchmarks"]:
+        assert "allocs_per_call" in bench["extra_info"]["agentbench"] or bench["name"] == "test_load"
