@@ -14,13 +14,13 @@ import time
 import weakref
 from collections import OrderedDict
 
-import psutil
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from pyagentbench import Cache, cache_key, cached
+from leakcheck import rss_growth_bytes
 
 
 class FakeClock:
@@ -31,18 +31,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def rss_growth_bytes(op, total: int, batch: int = 100_000) -> int:
-    """RSS growth across `total` operations of op(n) after a warm-up batch."""
-    process = psutil.Process()
-    op(batch)
-    gc.collect()
-    before = process.memory_info().rss
-    for _ in range(total // batch):
-        op(batch)
-    gc.collect()
-    return process.memory_info().rss - before
 
 
 # ---- mapping behaviour ----

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import array
-import gc
 import json
 import math
 import random
@@ -13,28 +12,16 @@ import sys
 import threading
 import tracemalloc
 
-import psutil
 import pytest
 
 from pyagentbench import Histogram
+from leakcheck import rss_growth_bytes
 
 
 def exact_percentile(sorted_values: list[int], p: float) -> int:
     """Nearest-rank percentile: the smallest value with at least p% of the values at or below it."""
     rank = max(1, math.ceil(p / 100 * len(sorted_values)))
     return sorted_values[rank - 1]
-
-
-def rss_growth_bytes(op, total: int, batch: int = 100_000) -> int:
-    """RSS growth across `total` calls of op(n) after a warm-up batch."""
-    process = psutil.Process()
-    op(batch)
-    gc.collect()
-    before = process.memory_info().rss
-    for _ in range(total // batch):
-        op(batch)
-    gc.collect()
-    return process.memory_info().rss - before
 
 
 def test_defaults_and_empty_histogram():

@@ -14,22 +14,10 @@ import threading
 import time
 import weakref
 
-import psutil
 import pytest
 
 from pyagentbench import Histogram, QueueClosed, TaskQueue
-
-
-def rss_growth_bytes(op, total: int, batch: int = 100_000) -> int:
-    """RSS growth across `total` operations of op(n) after a warm-up batch."""
-    process = psutil.Process()
-    op(batch)
-    gc.collect()
-    before = process.memory_info().rss
-    for _ in range(total // batch):
-        op(batch)
-    gc.collect()
-    return process.memory_info().rss - before
+from leakcheck import rss_growth_bytes
 
 
 def start_thread(target, *args) -> threading.Thread:
