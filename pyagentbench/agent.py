@@ -619,27 +619,47 @@ class Agent:
 
     # ---- one task, sync ----
 
-    def _process_sync(self, task: Task, stats: _Stats, enqueued_ns: int) -> Any:
-        """Cache, breaker, handle and metrics for one task, on the calling thread."""
+    def _begin(self, task: Task, stats: _Stats, enqueued_ns: int) -> tuple[int, Any, Any, int]:
+        """Open one task's bookkeeping: ``(start_ns, cache key, cached entry or _MISS, tokens
+        spent so far)``. A cache hit is counted and closed here."""
         start = now_ns()
         if enqueued_ns:
             stats.queue_wait.record(start - enqueued_ns)
         if not stats.first_ns:
             stats.first_ns = start
         cache = self._cache
-        if cache is not None:
-            key = self.cache_key(task)
-            entry = cache.get(key, _MISS)
-            if entry is not _MISS:
-                stats.cache_hits += 1
-                stats.tokens_saved += entry[1]
-                stats.completed += 1
-                end = now_ns()
-                stats.latency.record(end - start)
-                stats.last_ns = end
-                return entry[0]
-            stats.cache_misses += 1
-            spent = stats.tokens_in + stats.tokens_out
+        if cache is None:
+            return start, None, _MISS, 0
+        key = self.cache_key(task)
+        entry = cache.get(key, _MISS)
+        if entry is not _MISS:
+            stats.cache_hits += 1
+            stats.tokens_saved += entry[1]
+            self._end(stats, start, ok=True)
+            return start, key, entry, 0
+        stats.cache_misses += 1
+        return start, key, _MISS, stats.tokens_in + stats.tokens_out
+
+    def _end(self, stats: _Stats, start: int, ok: bool) -> None:
+        """Close one task's bookkeeping: count it and record its latency."""
+        if ok:
+            stats.completed += 1
+        else:
+            stats.failed += 1
+        end = now_ns()
+        stats.latency.record(end - start)
+        stats.last_ns = end
+
+    def _remember(self, key: Any, result: Any, stats: _Stats, spent: int) -> None:
+        """Cache a computed result with the tokens it cost, so hits can report tokens saved."""
+        if self._cache is not None:
+            self._cache.set(key, (result, stats.tokens_in + stats.tokens_out - spent))
+
+    def _process_sync(self, task: Task, stats: _Stats, enqueued_ns: int) -> Any:
+        """Cache, breaker, handle and metrics for one task, on the calling thread."""
+        start, key, entry, spent = self._begin(task, stats, enqueued_ns)
+        if entry is not _MISS:
+            return entry[0]
         breaker = self._breaker
         try:
             if breaker is None:
@@ -653,17 +673,10 @@ class Agent:
                     raise
                 breaker.record_success()
         except BaseException:
-            stats.failed += 1
-            end = now_ns()
-            stats.latency.record(end - start)
-            stats.last_ns = end
+            self._end(stats, start, ok=False)
             raise
-        if cache is not None:
-            cache.set(key, (result, stats.tokens_in + stats.tokens_out - spent))
-        stats.completed += 1
-        end = now_ns()
-        stats.latency.record(end - start)
-        stats.last_ns = end
+        self._remember(key, result, stats, spent)
+        self._end(stats, start, ok=True)
         return result
 
     def _run_span_fast(self, batch: _Batch, start: int, end: int, stats: _Stats) -> int:
@@ -714,25 +727,10 @@ class Agent:
     # ---- one task, async ----
 
     async def _process_async(self, task: Task, stats: _Stats, enqueued_ns: int) -> Any:
-        start = now_ns()
-        if enqueued_ns:
-            stats.queue_wait.record(start - enqueued_ns)
-        if not stats.first_ns:
-            stats.first_ns = start
-        cache = self._cache
-        if cache is not None:
-            key = self.cache_key(task)
-            entry = cache.get(key, _MISS)
-            if entry is not _MISS:
-                stats.cache_hits += 1
-                stats.tokens_saved += entry[1]
-                stats.completed += 1
-                end = now_ns()
-                stats.latency.record(end - start)
-                stats.last_ns = end
-                return entry[0]
-            stats.cache_misses += 1
-            spent = stats.tokens_in + stats.tokens_out
+        """_process_sync for an async handler."""
+        start, key, entry, spent = self._begin(task, stats, enqueued_ns)
+        if entry is not _MISS:
+            return entry[0]
         breaker = self._breaker
         try:
             if breaker is None:
@@ -746,17 +744,10 @@ class Agent:
                     raise
                 breaker.record_success()
         except BaseException:
-            stats.failed += 1
-            end = now_ns()
-            stats.latency.record(end - start)
-            stats.last_ns = end
+            self._end(stats, start, ok=False)
             raise
-        if cache is not None:
-            cache.set(key, (result, stats.tokens_in + stats.tokens_out - spent))
-        stats.completed += 1
-        end = now_ns()
-        stats.latency.record(end - start)
-        stats.last_ns = end
+        self._remember(key, result, stats, spent)
+        self._end(stats, start, ok=True)
         return result
 
     # ---- public entry points ----
