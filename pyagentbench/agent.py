@@ -74,9 +74,9 @@ class Task:
 class AgentMetrics:
     """What an agent did so far.
 
-    ``throughput`` is tasks (completed + failed) per second over the active window, from the first
-    task's start to the last task's end. Latencies (``handle`` plus cache and breaker, per task)
-    and queue waits (submission to start) are in nanoseconds; ``latency`` and ``queue_wait`` are
+    ``throughput`` is successful tasks per second over the active window, from the first task's
+    start to the last task's end (``attempted_throughput`` counts failures too), as for
+    LoadResult. Latencies (``handle`` plus cache and breaker, per task) and queue waits (submission to start) are in nanoseconds; ``latency`` and ``queue_wait`` are
     the merged histograms. ``tokens_saved`` counts the tokens (in + out) that cache hits did not
     spend again.
     """
@@ -87,6 +87,7 @@ class AgentMetrics:
     cache_misses: int
     error_rate: float
     throughput: float
+    attempted_throughput: float
     active_seconds: float
     latency_p50_ns: int
     latency_p95_ns: int
@@ -572,7 +573,8 @@ class Agent:
             cache_hits=totals["cache_hits"],
             cache_misses=totals["cache_misses"],
             error_rate=totals["failed"] / done if done else 0.0,
-            throughput=done / active if active else 0.0,
+            throughput=totals["completed"] / active if active else 0.0,
+            attempted_throughput=done / active if active else 0.0,
             active_seconds=active,
             latency_p50_ns=latency.percentile(50) if latency.count else 0,
             latency_p95_ns=latency.percentile(95) if latency.count else 0,

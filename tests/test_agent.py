@@ -472,3 +472,18 @@ def test_the_documented_ways_to_call_the_mocks_work():
     assert len(chunks) == 2  # 2 tokens of 4 characters, one per chunk
     assert (llm.call_count, tool.call_count) == (4, 2)
     assert not hasattr(tool, "call") and not hasattr(tool, "run")
+
+
+def test_metrics_throughput_counts_successes_only():
+    class HalfFailing(Agent):
+        def handle(self, task):
+            if task.payload % 2:
+                raise ValueError("odd")
+            return task.payload
+
+    agent = HalfFailing(workers=2)
+    agent.run(range(200), return_exceptions=True)
+    m = agent.metrics()
+    assert m.tasks_completed == 100 and m.tasks_failed == 100
+    assert m.attempted_throughput == pytest.approx(2 * m.throughput)
+    agent.stop()
