@@ -76,9 +76,9 @@ class AgentMetrics:
 
     ``throughput`` is successful tasks per second over the active window, from the first task's
     start to the last task's end (``attempted_throughput`` counts failures too), as for
-    LoadResult. Latencies (``handle`` plus cache and breaker, per task) and queue waits (submission to start) are in nanoseconds; ``latency`` and ``queue_wait`` are
-    the merged histograms. ``tokens_saved`` counts the tokens (in + out) that cache hits did not
-    spend again.
+    LoadResult. Latencies (``handle`` plus cache and breaker, per task) and queue waits
+    (submission to start) are in nanoseconds; ``latency`` and ``queue_wait`` are the merged
+    histograms. ``tokens_saved`` counts the tokens (in + out) that cache hits did not spend again.
     """
 
     tasks_completed: int
