@@ -133,6 +133,24 @@ def test_taskqueue_two_by_two(benchmark):
 # ---- Cache.get hit ----
 
 
+def bench_hits(benchmark, lookup):
+    """Call lookup once per key (filling or warming it), then time rounds of LOOPS hits."""
+    for key in KEYS:
+        lookup(key)
+
+    def run():
+        for key in KEYS:
+            lookup(key)
+
+    benchmark(run)
+
+
+def filled(cache):
+    for key in KEYS:
+        cache[key] = key
+    return cache
+
+
 @functools.lru_cache(maxsize=LOOPS * 2)
 def _lru_identity(key):
     return key
@@ -141,61 +159,28 @@ def _lru_identity(key):
 @quick("cache get hit vs lru_cache")
 def test_lru_cache_hit(benchmark):
     benchmark.extra_info["anchor"] = True
-    for key in KEYS:
-        _lru_identity(key)
-    f = _lru_identity
-
-    def run():
-        for key in KEYS:
-            f(key)
-
-    benchmark(run)
+    bench_hits(benchmark, _lru_identity)
 
 
 @quick("cache get hit vs lru_cache")
 def test_cache_get_hit(benchmark):
     benchmark.extra_info["target"] = "<= 1.5x"
-    c = Cache(maxsize=LOOPS * 2)
-    for key in KEYS:
-        c[key] = key
-    get = c.get
-
-    def run():
-        for key in KEYS:
-            get(key)
-
-    benchmark(run)
+    c = filled(Cache(maxsize=LOOPS * 2))
+    bench_hits(benchmark, c.get)
     assert c.stats()["misses"] == 0
 
 
 @quick("cache get hit vs cachetools.TTLCache")
 def test_ttlcache_hit(benchmark):
     benchmark.extra_info["anchor"] = True
-    c = cachetools.TTLCache(maxsize=LOOPS * 2, ttl=3600)
-    for key in KEYS:
-        c[key] = key
-    get = c.get
-
-    def run():
-        for key in KEYS:
-            get(key)
-
-    benchmark(run)
+    bench_hits(benchmark, filled(cachetools.TTLCache(maxsize=LOOPS * 2, ttl=3600)).get)
 
 
 @quick("cache get hit vs cachetools.TTLCache")
 def test_cache_get_hit_with_ttl(benchmark):
     benchmark.extra_info["target"] = ">= 10x"
-    c = Cache(maxsize=LOOPS * 2, ttl=3600)
-    for key in KEYS:
-        c[key] = key
-    get = c.get
-
-    def run():
-        for key in KEYS:
-            get(key)
-
-    benchmark(run)
+    c = filled(Cache(maxsize=LOOPS * 2, ttl=3600))
+    bench_hits(benchmark, c.get)
     assert c.stats()["misses"] == 0
 
 
@@ -210,14 +195,7 @@ def test_lru_cache_wrapper_hit(benchmark):
     def lookup(key):
         return key
 
-    for key in KEYS:
-        lookup(key)
-
-    def run():
-        for key in KEYS:
-            lookup(key)
-
-    benchmark(run)
+    bench_hits(benchmark, lookup)
 
 
 @quick("cached() hit vs lru_cache wrapper")
@@ -228,14 +206,7 @@ def test_cached_hit(benchmark):
     def lookup(key):
         return key
 
-    for key in KEYS:
-        lookup(key)
-
-    def run():
-        for key in KEYS:
-            lookup(key)
-
-    benchmark(run)
+    bench_hits(benchmark, lookup)
     assert lookup.cache.stats()["misses"] == LOOPS
 
 
