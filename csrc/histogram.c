@@ -553,6 +553,15 @@ parse_percentile(PyObject *obj, double *p)
     return 0;
 }
 
+static int64_t
+locked_percentile(HistogramObject *self, double p)
+{
+    PAB_OBJECT_LOCK(self);
+    int64_t value = hist_percentile(&self->hist, p);
+    PAB_OBJECT_UNLOCK(self);
+    return value;
+}
+
 static PyObject *
 histogram_percentile(PyObject *op, PyObject *arg)
 {
@@ -561,10 +570,7 @@ histogram_percentile(PyObject *op, PyObject *arg)
     if (parse_percentile(arg, &p) < 0) {
         return NULL;
     }
-    PAB_OBJECT_LOCK(self);
-    int64_t value = hist_percentile(&self->hist, p);
-    PAB_OBJECT_UNLOCK(self);
-    return PyLong_FromLongLong(value);
+    return PyLong_FromLongLong(locked_percentile(self, p));
 }
 
 static PyObject *
@@ -600,10 +606,7 @@ histogram_percentiles(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         if (parse_percentile(key, &p) < 0) {
             goto error;
         }
-        PAB_OBJECT_LOCK(self);
-        int64_t v = hist_percentile(&self->hist, p);
-        PAB_OBJECT_UNLOCK(self);
-        PyObject *value = PyLong_FromLongLong(v);
+        PyObject *value = PyLong_FromLongLong(locked_percentile(self, p));
         if (value == NULL) {
             goto error;
         }
