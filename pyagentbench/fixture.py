@@ -209,16 +209,11 @@ class AgentBenchmark:
         try:
             for _ in range(warmup_rounds):
                 one_round(*arguments())
-            window = ResourceWindow(self._settings.sample_interval) if self._settings.resources else None
-            if window is not None:
-                window.__enter__()
-            try:
+            window = ResourceWindow(self._settings.sample_interval, enabled=self._settings.resources)
+            with window:
                 for _ in range(rounds):
                     rounds_ns.append(one_round(*arguments()))
-            finally:
-                if window is not None:
-                    window.__exit__(None, None, None)
-                    metrics.update(window.metrics)
+            metrics.update(window.metrics)
             measurement = Measurement(rounds_ns, iterations)
             metrics.update(timing_metrics(measurement))
             if self._settings.allocs:
@@ -269,14 +264,11 @@ class AgentBenchmark:
         service_ns: list[int] = []
         if claim:
             call = _timed_call(call, is_async, service_ns)
-        window = None
-        if self._settings.resources and "peak_rss_bytes" not in self.record:
-            window = ResourceWindow(self._settings.sample_interval)
-        if window is not None:
-            with window:
-                result = run_load(call, payloads, concurrency=concurrency, duration=duration,
-                                  rate=rate, progress=False)
-        else:
+        window = ResourceWindow(
+            self._settings.sample_interval,
+            enabled=self._settings.resources and "peak_rss_bytes" not in self.record,
+        )
+        with window:
             result = run_load(call, payloads, concurrency=concurrency, duration=duration, rate=rate,
                               progress=False)
         if claim and service_ns:
@@ -285,8 +277,7 @@ class AgentBenchmark:
             for ns in service_ns:
                 stats.update(ns * 1e-9)
         metrics = load_metrics(result)
-        if window is not None:
-            metrics.update(window.metrics)
+        metrics.update(window.metrics)
         self._store(metrics)
         return result
 

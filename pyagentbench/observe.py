@@ -27,20 +27,26 @@ class ResourceWindow:
     """Context manager giving peak RSS, RSS delta and CPU % of what runs inside it.
 
     Peak RSS is exact where the kernel's high-water mark can be reset (Linux: VmHWM after writing
-    to /proc/self/clear_refs); elsewhere it is the Sampler's peak, exact to its interval.
+    to /proc/self/clear_refs); elsewhere it is the Sampler's peak, exact to its interval. With
+    ``enabled=False`` it observes nothing and ``metrics`` stays empty, so callers need no branch.
     """
 
-    def __init__(self, interval: float = DEFAULT_SAMPLE_INTERVAL) -> None:
+    def __init__(self, interval: float = DEFAULT_SAMPLE_INTERVAL, enabled: bool = True) -> None:
         self.interval = interval
+        self.enabled = enabled
         self.metrics: dict[str, Any] = {}
 
     def __enter__(self) -> "ResourceWindow":
+        if not self.enabled:
+            return self
         self._kernel_peak = resources.reset_peak_rss()
         self._sampler = resources.Sampler(interval=self.interval)
         self._sampler.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if not self.enabled:
+            return
         summary = self._sampler.stop()
         peak = summary.peak_rss
         source = "sampler"
@@ -135,14 +141,10 @@ def observe(
     **measure_options: Any,
 ) -> Observation:
     """measure() fn inside a ResourceWindow, then count its allocations per call."""
-    metrics: dict[str, Any] = {}
-    if resources_on:
-        window = ResourceWindow(sample_interval)
-        with window:
-            measurement, result = measure_with_result(fn, args, kwargs, **measure_options)
-        metrics.update(window.metrics)
-    else:
+    window = ResourceWindow(sample_interval, enabled=resources_on)
+    with window:
         measurement, result = measure_with_result(fn, args, kwargs, **measure_options)
+    metrics: dict[str, Any] = dict(window.metrics)
     metrics.update(timing_metrics(measurement))
     if allocs_on:
         allocs, nbytes = count_allocs_any(fn, tuple(args), dict(kwargs) if kwargs else None,
