@@ -29,6 +29,9 @@ from typing import Any, Iterable, Optional
 from ._native import now_ns
 from ._tokens import report_tokens, token_sink
 from .breaker import CircuitBreaker
+from .cache import cache_key
+from .histogram import Histogram
+from .taskqueue import QueueClosed, TaskQueue
 
 __all__ = ["Task", "Agent", "AgentMetrics", "DEFAULT_SYNC_WORKERS", "DEFAULT_ASYNC_WORKERS", "MAX_CHUNK"]
 
@@ -42,16 +45,6 @@ MAX_CHUNK = 1024
 
 _task_ids = itertools.count(1)
 _MISS = object()
-
-
-def _runtime() -> Any:
-    """The native runtime module (TaskQueue, Histogram, QueueClosed, cache_key), imported lazily."""
-    import pyagentbench
-
-    missing = [n for n in ("TaskQueue", "Histogram", "QueueClosed") if not hasattr(pyagentbench, n)]
-    if missing:
-        raise ImportError(f"the agent layer needs pyagentbench.{', '.join(missing)} (the native runtime)")
-    return pyagentbench
 
 
 class Task:
@@ -492,8 +485,6 @@ class Agent:
         self.name = name or type(self).__name__
         self._cache = cache
         self._breaker = breaker
-        self._rt = _runtime()
-        self._histogram = self._rt.Histogram
         self._state = "created"
         self._lifecycle = threading.Lock()
         self._all_stats: list[_Stats] = []
@@ -523,7 +514,7 @@ class Agent:
         cls = payload.__class__
         if cls is str or cls is int or cls is bytes:
             return payload
-        return (self._rt.cache_key(payload),)
+        return (cache_key(payload),)
 
     # ---- helpers for handlers ----
 
@@ -539,7 +530,7 @@ class Agent:
     # ---- stats ----
 
     def _new_stats(self) -> _Stats:
-        stats = _Stats(self._histogram)
+        stats = _Stats(Histogram)
         self._all_stats.append(stats)
         return stats
 
@@ -551,8 +542,8 @@ class Agent:
 
     def metrics(self) -> AgentMetrics:
         """Merge every worker's counters and histograms into an :class:`AgentMetrics`."""
-        latency = self._histogram()
-        waits = self._histogram()
+        latency = Histogram()
+        waits = Histogram()
         totals = dict.fromkeys(
             ("completed", "failed", "cache_hits", "cache_misses", "tokens_in", "tokens_out", "tokens_saved"), 0
         )
@@ -837,7 +828,7 @@ class Agent:
     def _put(self, item: Any, priority: float) -> None:
         try:
             self._queue.put(item, priority)
-        except self._rt.QueueClosed:
+        except QueueClosed:
             raise RuntimeError(f"agent {self.name!r} is stopped") from None
 
     def _ensure_started(self) -> None:
@@ -855,7 +846,7 @@ class Agent:
         with self._lifecycle:
             if self._state == "running":
                 return self
-            self._queue = self._rt.TaskQueue(self.maxsize)
+            self._queue = TaskQueue(self.maxsize)
             self._busy = [0] * self.workers
             self._threads = [
                 threading.Thread(target=self._worker_main, args=(i,), name=f"{self.name}-worker-{i}", daemon=True)
@@ -871,7 +862,7 @@ class Agent:
         token_sink.set(stats)
         get = self._queue.get
         busy = self._busy
-        closed = self._rt.QueueClosed
+        closed = QueueClosed
         while True:
             try:
                 item = get()
@@ -899,7 +890,7 @@ class Agent:
                 while True:
                     try:
                         q.get_nowait().cancel()
-                    except (queue.Empty, self._rt.QueueClosed):
+                    except (queue.Empty, QueueClosed):
                         break
             q.close()
             for thread in self._threads:

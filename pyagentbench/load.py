@@ -22,6 +22,8 @@ import time
 from typing import Any, Callable, Iterable, Optional
 
 from ._native import now_ns
+from .histogram import Histogram
+from .resources import Sampler
 
 __all__ = ["run_load", "arun_load", "LoadResult", "PROGRESS_AFTER_S"]
 
@@ -107,9 +109,9 @@ class _Plan:
 class _Counts:
     __slots__ = ("completed", "failed", "busy_ns", "latency")
 
-    def __init__(self, histogram_type: Any) -> None:
+    def __init__(self) -> None:
         self.completed = self.failed = self.busy_ns = 0
-        self.latency = histogram_type()
+        self.latency = Histogram()
 
 
 class _Progress:
@@ -149,24 +151,12 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _sampler() -> Any:
-    import pyagentbench
-
-    sampler_type = getattr(pyagentbench, "Sampler", None)
-    return sampler_type(interval=0.005) if sampler_type is not None else None
+def _sampler() -> Sampler:
+    return Sampler(interval=0.005)
 
 
-def _histogram_type() -> Any:
-    import pyagentbench
-
-    histogram = getattr(pyagentbench, "Histogram", None)
-    if histogram is None:
-        raise ImportError("run_load needs pyagentbench.Histogram (the native runtime)")
-    return histogram
-
-
-def _result(mode: str, counts: list, wall_ns: int, sampler: Any, histogram_type: Any) -> LoadResult:
-    merged = histogram_type()
+def _result(mode: str, counts: list, wall_ns: int, sampler: Any) -> LoadResult:
+    merged = Histogram()
     completed = failed = busy = 0
     for c in counts:
         completed += c.completed
@@ -224,9 +214,8 @@ def run_load(
     call, is_async = _target(target)
     if is_async:
         return asyncio.run(_arun_load(call, items, concurrency, duration, rate, progress))
-    histogram_type = _histogram_type()
     plan = _Plan(items, duration, rate)
-    counts = [_Counts(histogram_type) for _ in range(concurrency)]
+    counts = [_Counts() for _ in range(concurrency)]
 
     def load_worker(c: _Counts) -> None:
         record = c.latency.record
@@ -276,7 +265,7 @@ def run_load(
             sampler.stop()
     if misuse:
         raise misuse[0]
-    return _result("open" if rate is not None else "closed", counts, wall_ns, sampler, histogram_type)
+    return _result("open" if rate is not None else "closed", counts, wall_ns, sampler)
 
 
 async def arun_load(
@@ -299,9 +288,8 @@ async def arun_load(
 async def _arun_load(
     call: Callable[[Any], Any], items: list, concurrency: int, duration: Optional[float], rate: Optional[float], progress: Optional[bool]
 ) -> LoadResult:
-    histogram_type = _histogram_type()
     plan = _Plan(items, duration, rate)
-    counts = [_Counts(histogram_type) for _ in range(concurrency)]
+    counts = [_Counts() for _ in range(concurrency)]
 
     async def load_worker(c: _Counts) -> None:
         record = c.latency.record
@@ -335,4 +323,4 @@ async def _arun_load(
     finally:
         if sampler is not None:
             sampler.stop()
-    return _result("open" if rate is not None else "closed", counts, wall_ns, sampler, histogram_type)
+    return _result("open" if rate is not None else "closed", counts, wall_ns, sampler)
