@@ -19,7 +19,7 @@ import textwrap
 from typing import Any
 
 from .observe import Observation, observe
-from .units import format_bytes, format_count, format_duration, format_rate
+from .results.units import format_bytes, format_count, format_duration, format_rate
 
 __all__ = ["AbenchResult", "load_ipython_extension", "abench_line", "abench_cell"]
 

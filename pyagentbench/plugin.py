@@ -14,7 +14,7 @@ import pytest
 
 from .compare import Regression, check_gates, format_regressions, parse_gates, records_from_json
 from .slo import check_budgets, parse_budgets
-from .units import format_bytes, format_count, format_duration, format_rate, parse_duration
+from .results.units import format_bytes, format_count, format_duration, format_rate, parse_duration
 
 _SESSION_KEY = pytest.StashKey["AgentBenchSession"]()
 _BUDGETS_KEY = pytest.StashKey[list]()

@@ -27,7 +27,7 @@ try:
     import resource
 except ImportError:  # pragma: no cover - Windows has no getrusage()
     resource = None  # type: ignore[assignment]
-from .units import format_bytes, format_duration
+from .results.units import format_bytes, format_duration
 
 __all__ = [
     "Sampler",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .metrics import Metric, metric, metric_value
-from .units import parse_duration, parse_size
+from .results.units import parse_duration, parse_size
 
 __all__ = ["Budget", "BUDGETS", "parse_budgets", "check_budgets"]
 

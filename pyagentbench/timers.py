@@ -16,7 +16,7 @@ import threading
 from typing import Any, Callable, Mapping, Sequence
 
 from . import _native
-from .units import format_duration, format_rate
+from .results.units import format_duration, format_rate
 
 __all__ = [
     "Timer",
