@@ -8,7 +8,7 @@ import inspect
 from typing import Any, Callable, Iterable, Mapping
 
 from . import _native
-from .metrics import EXTRA_INFO_KEY
+from .results.metrics import EXTRA_INFO_KEY
 from .observe import ResourceWindow, count_allocs_any, observe, timing_metrics
 from .resources import AllocCounter
 from .timers import DEFAULT_MIN_ROUND_TIME, Measurement, _AsyncRounds, call_outside_event_loop

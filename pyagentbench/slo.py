@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .metrics import Metric, metric, metric_value
+from .results.metrics import Metric, metric, metric_value
 from .results.units import parse_duration, parse_size
 
 __all__ = ["Budget", "BUDGETS", "parse_budgets", "check_budgets"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .results.units import format_bytes, format_count, format_duration, format_rate
+from .units import format_bytes, format_count, format_duration, format_rate
 
 __all__ = ["EXTRA_INFO_KEY", "Metric", "METRICS", "metric", "metric_value"]
 
