@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .results.metrics import EXTRA_INFO_KEY, Metric, metric, metric_value
+from .metrics import EXTRA_INFO_KEY, Metric, metric, metric_value
 
 __all__ = ["Gate", "Regression", "parse_gates", "check_gates", "load_records", "format_regressions"]
 
