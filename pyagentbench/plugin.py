@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from .results.compare import Regression, check_gates, format_regressions, parse_gates, records_from_json
-from .slo import check_budgets, parse_budgets
+from .results.slo import check_budgets, parse_budgets
 from .results.units import format_bytes, format_count, format_duration, format_rate, parse_duration
 
 _SESSION_KEY = pytest.StashKey["AgentBenchSession"]()

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .results.metrics import Metric, metric, metric_value
-from .results.units import parse_duration, parse_size
+from .metrics import Metric, metric, metric_value
+from .units import parse_duration, parse_size
 
 __all__ = ["Budget", "BUDGETS", "parse_budgets", "check_budgets"]
 
