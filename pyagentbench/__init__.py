@@ -28,9 +28,9 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _LAZY: dict[str, str] = {
     # clocks and timing
-    "Timer": "timers",
-    "measure": "timers",
-    "Measurement": "timers",
+    "Timer": "instruments.timers",
+    "measure": "instruments.timers",
+    "Measurement": "instruments.timers",
     # resource metrics
     "Sampler": "resources",
     "ResourceSummary": "resources",
@@ -115,4 +115,4 @@ if TYPE_CHECKING:
         sampler_info,
     )
     from .taskqueue import QueueClosed, TaskQueue
-    from .timers import Measurement, Timer, measure
+    from .instruments.timers import Measurement, Timer, measure

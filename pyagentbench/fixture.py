@@ -11,7 +11,7 @@ from . import _native
 from .results.metrics import EXTRA_INFO_KEY
 from .observe import ResourceWindow, count_allocs_any, observe, timing_metrics
 from .resources import AllocCounter
-from .timers import DEFAULT_MIN_ROUND_TIME, Measurement, _AsyncRounds, call_outside_event_loop
+from .instruments.timers import DEFAULT_MIN_ROUND_TIME, Measurement, _AsyncRounds, call_outside_event_loop
 
 __all__ = ["AgentBenchmark", "FixtureSettings"]
 

@@ -379,7 +379,7 @@ def test_measure_does_not_leak():
 
 
 def test_measure_with_result_returns_the_final_calls_result():
-    from pyagentbench.timers import measure_with_result
+    from pyagentbench.instruments.timers import measure_with_result
 
     counter = iter(range(10**6))
     result, value = measure_with_result(lambda: next(counter), rounds=3, loops=4, warmup_rounds=0)

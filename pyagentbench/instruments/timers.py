@@ -15,8 +15,8 @@ import numbers
 import threading
 from typing import Any, Callable, Mapping, Sequence
 
-from . import _native
-from .results.units import format_duration, format_rate
+from .. import _native
+from ..results.units import format_duration, format_rate
 
 __all__ = [
     "Timer",
