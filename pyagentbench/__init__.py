@@ -32,15 +32,15 @@ _LAZY: dict[str, str] = {
     "measure": "instruments.timers",
     "Measurement": "instruments.timers",
     # resource metrics
-    "Sampler": "resources",
-    "ResourceSummary": "resources",
-    "SampleSeries": "resources",
-    "sampler_info": "resources",
-    "rss": "resources",
-    "peak_rss": "resources",
-    "reset_peak_rss": "resources",
-    "AllocCounter": "resources",
-    "count_allocs": "resources",
+    "Sampler": "instruments.resources",
+    "ResourceSummary": "instruments.resources",
+    "SampleSeries": "instruments.resources",
+    "sampler_info": "instruments.resources",
+    "rss": "instruments.resources",
+    "peak_rss": "instruments.resources",
+    "reset_peak_rss": "instruments.resources",
+    "AllocCounter": "instruments.resources",
+    "count_allocs": "instruments.resources",
     # runtime data structures
     "Histogram": "histogram",
     "TaskQueue": "taskqueue",
@@ -103,7 +103,7 @@ if TYPE_CHECKING:
     from .histogram import Histogram
     from .load import LoadResult, arun_load, run_load
     from .pool import AgentPool
-    from .resources import (
+    from .instruments.resources import (
         AllocCounter,
         ResourceSummary,
         SampleSeries,

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from ._native import now_ns
 from .histogram import Histogram
-from .resources import Sampler
+from .instruments.resources import Sampler
 
 __all__ = ["run_load", "arun_load", "LoadResult", "PROGRESS_AFTER_S"]
 

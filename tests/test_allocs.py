@@ -14,7 +14,7 @@ import tracemalloc
 import pytest
 
 from pyagentbench import AllocCounter, count_allocs, rss
-from pyagentbench.resources import _native
+from pyagentbench.instruments.resources import _native
 
 ONE = b"x"
 

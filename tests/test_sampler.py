@@ -17,8 +17,9 @@ import psutil
 import pytest
 
 import pyagentbench
-from pyagentbench import _native, resources
-from pyagentbench.resources import ResourceSummary, Sampler, peak_rss, reset_peak_rss, rss
+from pyagentbench import _native
+from pyagentbench.instruments import resources
+from pyagentbench.instruments.resources import ResourceSummary, Sampler, peak_rss, reset_peak_rss, rss
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="procfs")
 MiB = 1 << 20

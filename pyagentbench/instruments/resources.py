@@ -21,13 +21,13 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
-from . import _native
+from .. import _native
 
 try:
     import resource
 except ImportError:  # pragma: no cover - Windows has no getrusage()
     resource = None  # type: ignore[assignment]
-from .results.units import format_bytes, format_duration
+from ..results.units import format_bytes, format_duration
 
 __all__ = [
     "Sampler",
