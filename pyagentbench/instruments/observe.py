@@ -12,8 +12,8 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .instruments import resources
-from .instruments.timers import Measurement, _AsyncRounds, measure_with_result
+from . import resources
+from .timers import Measurement, _AsyncRounds, measure_with_result
 
 __all__ = ["ResourceWindow", "Observation", "observe", "count_allocs_any", "DEFAULT_SAMPLE_INTERVAL"]
 
