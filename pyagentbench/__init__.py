@@ -42,7 +42,7 @@ _LAZY: dict[str, str] = {
     "AllocCounter": "instruments.resources",
     "count_allocs": "instruments.resources",
     # runtime data structures
-    "Histogram": "histogram",
+    "Histogram": "runtime.histogram",
     "TaskQueue": "taskqueue",
     "QueueClosed": "taskqueue",
     "Cache": "cache",
@@ -100,7 +100,7 @@ if TYPE_CHECKING:
     from .batch import BatchExecutor, BatchResult
     from .breaker import CircuitBreaker, CircuitOpenError
     from .cache import Cache, cache_key, cached
-    from .histogram import Histogram
+    from .runtime.histogram import Histogram
     from .load import LoadResult, arun_load, run_load
     from .pool import AgentPool
     from .instruments.resources import (

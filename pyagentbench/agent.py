@@ -30,7 +30,7 @@ from ._native import now_ns
 from ._tokens import report_tokens, token_sink
 from .breaker import CircuitBreaker
 from .cache import cache_key
-from .histogram import Histogram
+from .runtime.histogram import Histogram
 from .taskqueue import QueueClosed, TaskQueue
 
 __all__ = ["Task", "Agent", "AgentMetrics", "DEFAULT_SYNC_WORKERS", "DEFAULT_ASYNC_WORKERS", "MAX_CHUNK"]

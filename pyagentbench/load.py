@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable, Iterable, Optional
 
 from ._native import now_ns
-from .histogram import Histogram
+from .runtime.histogram import Histogram
 from .instruments.resources import Sampler
 
 __all__ = ["run_load", "arun_load", "LoadResult", "PROGRESS_AFTER_S"]

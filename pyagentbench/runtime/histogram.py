@@ -15,7 +15,7 @@ The class is the native type itself: ``record()`` is a direct C call.
 
 from __future__ import annotations
 
-from ._native import Histogram
+from .._native import Histogram
 
 __all__ = ["Histogram", "DEFAULT_PERCENTILES"]
 
