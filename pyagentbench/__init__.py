@@ -43,8 +43,8 @@ _LAZY: dict[str, str] = {
     "count_allocs": "instruments.resources",
     # runtime data structures
     "Histogram": "runtime.histogram",
-    "TaskQueue": "taskqueue",
-    "QueueClosed": "taskqueue",
+    "TaskQueue": "runtime.taskqueue",
+    "QueueClosed": "runtime.taskqueue",
     "Cache": "cache",
     "cached": "cache",
     "cache_key": "cache",
@@ -114,5 +114,5 @@ if TYPE_CHECKING:
         rss,
         sampler_info,
     )
-    from .taskqueue import QueueClosed, TaskQueue
+    from .runtime.taskqueue import QueueClosed, TaskQueue
     from .instruments.timers import Measurement, Timer, measure

@@ -31,7 +31,7 @@ from ._tokens import report_tokens, token_sink
 from .breaker import CircuitBreaker
 from .cache import cache_key
 from .runtime.histogram import Histogram
-from .taskqueue import QueueClosed, TaskQueue
+from .runtime.taskqueue import QueueClosed, TaskQueue
 
 __all__ = ["Task", "Agent", "AgentMetrics", "DEFAULT_SYNC_WORKERS", "DEFAULT_ASYNC_WORKERS", "MAX_CHUNK"]
 

@@ -162,7 +162,7 @@ def test_importing_the_package_loads_only_the_clocks(pytester):
         sys.executable, "-c",
         "import sys, pyagentbench; "
         "print(sorted(m for m in sys.modules if m.startswith('pyagentbench')), 'asyncio' in sys.modules); "
-        "pyagentbench.TaskQueue; print('pyagentbench.taskqueue' in sys.modules)",
+        "pyagentbench.TaskQueue; print('pyagentbench.runtime.taskqueue' in sys.modules)",
     )
     assert result.ret == 0
     assert result.stdout.lines == ["['pyagentbench', 'pyagentbench._native'] False", "True"]

@@ -16,8 +16,8 @@ import asyncio
 import queue
 from typing import Any
 
-from . import _native
-from ._native import QueueClosed
+from .. import _native
+from .._native import QueueClosed
 
 __all__ = ["TaskQueue", "QueueClosed", "ASYNC_WAIT_SLICE"]
 
