@@ -45,9 +45,9 @@ _LAZY: dict[str, str] = {
     "Histogram": "runtime.histogram",
     "TaskQueue": "runtime.taskqueue",
     "QueueClosed": "runtime.taskqueue",
-    "Cache": "cache",
-    "cached": "cache",
-    "cache_key": "cache",
+    "Cache": "runtime.cache",
+    "cached": "runtime.cache",
+    "cache_key": "runtime.cache",
     # agent layer (mocks live in pyagentbench.mocks)
     "Task": "agent",
     "Agent": "agent",
@@ -99,7 +99,7 @@ if TYPE_CHECKING:
     from .agent import Agent, AgentMetrics, Task
     from .batch import BatchExecutor, BatchResult
     from .breaker import CircuitBreaker, CircuitOpenError
-    from .cache import Cache, cache_key, cached
+    from .runtime.cache import Cache, cache_key, cached
     from .runtime.histogram import Histogram
     from .load import LoadResult, arun_load, run_load
     from .pool import AgentPool

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Optional
 from ._native import now_ns
 from ._tokens import report_tokens, token_sink
 from .breaker import CircuitBreaker
-from .cache import cache_key
+from .runtime.cache import cache_key
 from .runtime.histogram import Histogram
 from .runtime.taskqueue import QueueClosed, TaskQueue
 

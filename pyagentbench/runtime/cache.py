@@ -21,8 +21,8 @@ import inspect
 import json
 from typing import Any, Callable, Iterator, TypeVar, overload
 
-from . import _native
-from ._native import CachedFunction
+from .. import _native
+from .._native import CachedFunction
 
 __all__ = ["Cache", "CachedFunction", "cached", "cache_key"]
 
