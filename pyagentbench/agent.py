@@ -27,7 +27,7 @@ import threading
 from typing import Any, Iterable, Optional
 
 from ._native import now_ns
-from ._tokens import report_tokens, token_sink
+from .agents._tokens import report_tokens, token_sink
 from .breaker import CircuitBreaker
 from .runtime.cache import cache_key
 from .runtime.histogram import Histogram
