@@ -55,8 +55,8 @@ _LAZY: dict[str, str] = {
     "AgentPool": "pool",
     "BatchExecutor": "batch",
     "BatchResult": "batch",
-    "CircuitBreaker": "breaker",
-    "CircuitOpenError": "breaker",
+    "CircuitBreaker": "agents.breaker",
+    "CircuitOpenError": "agents.breaker",
     "run_load": "load",
     "arun_load": "load",
     "LoadResult": "load",
@@ -98,7 +98,7 @@ def load_ipython_extension(ipython: Any) -> None:
 if TYPE_CHECKING:
     from .agent import Agent, AgentMetrics, Task
     from .batch import BatchExecutor, BatchResult
-    from .breaker import CircuitBreaker, CircuitOpenError
+    from .agents.breaker import CircuitBreaker, CircuitOpenError
     from .runtime.cache import Cache, cache_key, cached
     from .runtime.histogram import Histogram
     from .load import LoadResult, arun_load, run_load

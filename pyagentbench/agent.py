@@ -28,7 +28,7 @@ from typing import Any, Iterable, Optional
 
 from ._native import now_ns
 from .agents._tokens import report_tokens, token_sink
-from .breaker import CircuitBreaker
+from .agents.breaker import CircuitBreaker
 from .runtime.cache import cache_key
 from .runtime.histogram import Histogram
 from .runtime.taskqueue import QueueClosed, TaskQueue

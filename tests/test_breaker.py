@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from pyagentbench.breaker import CircuitBreaker, CircuitOpenError
+from pyagentbench.agents.breaker import CircuitBreaker, CircuitOpenError
 
 
 class Clock:
