@@ -49,9 +49,9 @@ _LAZY: dict[str, str] = {
     "cached": "runtime.cache",
     "cache_key": "runtime.cache",
     # agent layer (mocks live in pyagentbench.mocks)
-    "Task": "agent",
-    "Agent": "agent",
-    "AgentMetrics": "agent",
+    "Task": "agents.agent",
+    "Agent": "agents.agent",
+    "AgentMetrics": "agents.agent",
     "AgentPool": "pool",
     "BatchExecutor": "batch",
     "BatchResult": "batch",
@@ -96,7 +96,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 if TYPE_CHECKING:
-    from .agent import Agent, AgentMetrics, Task
+    from .agents.agent import Agent, AgentMetrics, Task
     from .batch import BatchExecutor, BatchResult
     from .agents.breaker import CircuitBreaker, CircuitOpenError
     from .runtime.cache import Cache, cache_key, cached

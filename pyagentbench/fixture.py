@@ -285,7 +285,7 @@ class AgentBenchmark:
 def _load_callable(target: Any) -> tuple[Callable[[Any], Any], bool]:
     """What run_load would call for target, and whether it awaits it (an Agent's process(), a
     bound method of an async Agent, a coroutine function, or target itself)."""
-    from .agent import _as_target
+    from .agents.agent import _as_target
 
     return _as_target(target, "agent_benchmark.throughput(): target")
 

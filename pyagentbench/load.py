@@ -63,7 +63,7 @@ class LoadResult:
 
 
 def _target(obj: Any) -> tuple[Callable[[Any], Any], bool]:
-    from .agent import _as_target
+    from .agents.agent import _as_target
 
     return _as_target(obj, "target")
 
@@ -235,7 +235,7 @@ def run_load(
                 c.failed += 1
             else:
                 if result is not None and hasattr(result, "__await__"):
-                    from .agent import _awaitable_error
+                    from .agents.agent import _awaitable_error
 
                     misuse.append(_awaitable_error(result, "run_load()"))
                     plan.stopped = True
