@@ -52,7 +52,7 @@ _LAZY: dict[str, str] = {
     "Task": "agents.agent",
     "Agent": "agents.agent",
     "AgentMetrics": "agents.agent",
-    "AgentPool": "pool",
+    "AgentPool": "agents.pool",
     "BatchExecutor": "batch",
     "BatchResult": "batch",
     "CircuitBreaker": "agents.breaker",
@@ -102,7 +102,7 @@ if TYPE_CHECKING:
     from .runtime.cache import Cache, cache_key, cached
     from .runtime.histogram import Histogram
     from .load import LoadResult, arun_load, run_load
-    from .pool import AgentPool
+    from .agents.pool import AgentPool
     from .instruments.resources import (
         AllocCounter,
         ResourceSummary,
