@@ -53,8 +53,8 @@ _LAZY: dict[str, str] = {
     "Agent": "agents.agent",
     "AgentMetrics": "agents.agent",
     "AgentPool": "agents.pool",
-    "BatchExecutor": "batch",
-    "BatchResult": "batch",
+    "BatchExecutor": "agents.batch",
+    "BatchResult": "agents.batch",
     "CircuitBreaker": "agents.breaker",
     "CircuitOpenError": "agents.breaker",
     "run_load": "load",
@@ -97,7 +97,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
 if TYPE_CHECKING:
     from .agents.agent import Agent, AgentMetrics, Task
-    from .batch import BatchExecutor, BatchResult
+    from .agents.batch import BatchExecutor, BatchResult
     from .agents.breaker import CircuitBreaker, CircuitOpenError
     from .runtime.cache import Cache, cache_key, cached
     from .runtime.histogram import Histogram

@@ -71,7 +71,7 @@ class BatchResult:
 
 
 def _target(obj: Any) -> tuple[Callable[[Any], Any], bool]:
-    from .agents.agent import _as_target
+    from .agent import _as_target
 
     return _as_target(obj, "BatchExecutor target")
 
