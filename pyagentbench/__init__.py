@@ -57,9 +57,9 @@ _LAZY: dict[str, str] = {
     "BatchResult": "agents.batch",
     "CircuitBreaker": "agents.breaker",
     "CircuitOpenError": "agents.breaker",
-    "run_load": "load",
-    "arun_load": "load",
-    "LoadResult": "load",
+    "run_load": "agents.load",
+    "arun_load": "agents.load",
+    "LoadResult": "agents.load",
 }
 
 __all__ = [
@@ -101,7 +101,7 @@ if TYPE_CHECKING:
     from .agents.breaker import CircuitBreaker, CircuitOpenError
     from .runtime.cache import Cache, cache_key, cached
     from .runtime.histogram import Histogram
-    from .load import LoadResult, arun_load, run_load
+    from .agents.load import LoadResult, arun_load, run_load
     from .agents.pool import AgentPool
     from .instruments.resources import (
         AllocCounter,

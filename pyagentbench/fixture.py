@@ -249,7 +249,7 @@ class AgentBenchmark:
         round of pytest-benchmark's statistics. Returns the LoadResult. Under --benchmark-disable
         (and xdist) the load still runs once, so assertions on the result hold, but nothing is
         recorded."""
-        from .load import run_load  # the agent layer, imported on use
+        from .agents.load import run_load  # the agent layer, imported on use
 
         payloads = list(payloads)
         call, is_async = _load_callable(target)

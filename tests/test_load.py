@@ -73,7 +73,7 @@ def test_arun_load_inside_a_loop():
 
 
 def test_progress_line_after_two_seconds(capsys, monkeypatch):
-    monkeypatch.setattr(pyagentbench.load, "PROGRESS_AFTER_S", 0.05)
+    monkeypatch.setattr(pyagentbench.agents.load, "PROGRESS_AFTER_S", 0.05)
     run_load(lambda x: time.sleep(0.01), [0], concurrency=2, duration=0.7, progress=True)
     err = capsys.readouterr().err
     assert "run_load:" in err and "tasks/s" in err

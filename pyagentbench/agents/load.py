@@ -21,9 +21,9 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Optional
 
-from ._native import now_ns
-from .runtime.histogram import Histogram
-from .instruments.resources import Sampler
+from .._native import now_ns
+from ..runtime.histogram import Histogram
+from ..instruments.resources import Sampler
 
 __all__ = ["run_load", "arun_load", "LoadResult", "PROGRESS_AFTER_S"]
 
@@ -63,7 +63,7 @@ class LoadResult:
 
 
 def _target(obj: Any) -> tuple[Callable[[Any], Any], bool]:
-    from .agents.agent import _as_target
+    from .agent import _as_target
 
     return _as_target(obj, "target")
 
@@ -235,7 +235,7 @@ def run_load(
                 c.failed += 1
             else:
                 if result is not None and hasattr(result, "__await__"):
-                    from .agents.agent import _awaitable_error
+                    from .agent import _awaitable_error
 
                     misuse.append(_awaitable_error(result, "run_load()"))
                     plan.stopped = True
