@@ -177,7 +177,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 def _settings(request: pytest.FixtureRequest, state: AgentBenchSession) -> Any:
-    from .fixture import FixtureSettings  # the timing machinery loads when a test asks for it
+    from .integrations.fixture import FixtureSettings  # the timing machinery loads when a test asks for it
 
     values = request.node.stash.get(_SETTINGS_KEY, None)
     if values is None:  # an item collected outside this session's hooks
@@ -187,8 +187,8 @@ def _settings(request: pytest.FixtureRequest, state: AgentBenchSession) -> Any:
 
 @pytest.fixture
 def agent_benchmark(benchmark: Any, request: pytest.FixtureRequest) -> Any:
-    """Benchmark agent code with the native loop; see :class:`pyagentbench.fixture.AgentBenchmark`."""
-    from .fixture import AgentBenchmark  # the timing machinery loads when a test asks for it
+    """Benchmark agent code with the native loop; see :class:`pyagentbench.integrations.fixture.AgentBenchmark`."""
+    from .integrations.fixture import AgentBenchmark  # the timing machinery loads when a test asks for it
 
     state = request.config.stash[_SESSION_KEY]
     budgets = request.node.stash.get(_BUDGETS_KEY, [])

@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any, AsyncIterator, Callable, Iterator, Optional, Sequence, Union
 
-from .agents._tokens import estimate_tokens, report_tokens
+from ._tokens import estimate_tokens, report_tokens
 
 __all__ = [
     "MockLLM",

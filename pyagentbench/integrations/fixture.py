@@ -7,11 +7,11 @@ import array
 import inspect
 from typing import Any, Callable, Iterable, Mapping
 
-from . import _native
-from .results.metrics import EXTRA_INFO_KEY
-from .instruments.observe import ResourceWindow, count_allocs_any, observe, timing_metrics
-from .instruments.resources import AllocCounter
-from .instruments.timers import DEFAULT_MIN_ROUND_TIME, Measurement, _AsyncRounds, call_outside_event_loop
+from .. import _native
+from ..results.metrics import EXTRA_INFO_KEY
+from ..instruments.observe import ResourceWindow, count_allocs_any, observe, timing_metrics
+from ..instruments.resources import AllocCounter
+from ..instruments.timers import DEFAULT_MIN_ROUND_TIME, Measurement, _AsyncRounds, call_outside_event_loop
 
 __all__ = ["AgentBenchmark", "FixtureSettings"]
 
@@ -249,7 +249,7 @@ class AgentBenchmark:
         round of pytest-benchmark's statistics. Returns the LoadResult. Under --benchmark-disable
         (and xdist) the load still runs once, so assertions on the result hold, but nothing is
         recorded."""
-        from .agents.load import run_load  # the agent layer, imported on use
+        from ..agents.load import run_load  # the agent layer, imported on use
 
         payloads = list(payloads)
         call, is_async = _load_callable(target)
@@ -285,7 +285,7 @@ class AgentBenchmark:
 def _load_callable(target: Any) -> tuple[Callable[[Any], Any], bool]:
     """What run_load would call for target, and whether it awaits it (an Agent's process(), a
     bound method of an async Agent, a coroutine function, or target itself)."""
-    from .agents.agent import _as_target
+    from ..agents.agent import _as_target
 
     return _as_target(target, "agent_benchmark.throughput(): target")
 
