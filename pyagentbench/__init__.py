@@ -90,7 +90,7 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext pyagentbench``: register the ``%abench`` / ``%%abench`` magics."""
-    from .ipython import load_ipython_extension as load
+    from .integrations.ipython import load_ipython_extension as load
 
     load(ipython)
 

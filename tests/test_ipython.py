@@ -4,7 +4,7 @@ import pytest
 
 IPython = pytest.importorskip("IPython")
 
-from pyagentbench.ipython import AbenchResult  # noqa: E402
+from pyagentbench.integrations.ipython import AbenchResult  # noqa: E402
 
 
 @pytest.fixture(scope="module")

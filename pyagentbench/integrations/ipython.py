@@ -18,8 +18,8 @@ import shlex
 import textwrap
 from typing import Any
 
-from .instruments.observe import Observation, observe
-from .results.units import format_bytes, format_count, format_duration, format_rate
+from ..instruments.observe import Observation, observe
+from ..results.units import format_bytes, format_count, format_duration, format_rate
 
 __all__ = ["AbenchResult", "load_ipython_extension", "abench_line", "abench_cell"]
 
