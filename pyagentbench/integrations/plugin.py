@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from .results.compare import Regression, check_gates, format_regressions, parse_gates, records_from_json
-from .results.slo import check_budgets, parse_budgets
-from .results.units import format_bytes, format_count, format_duration, format_rate, parse_duration
+from ..results.compare import Regression, check_gates, format_regressions, parse_gates, records_from_json
+from ..results.slo import check_budgets, parse_budgets
+from ..results.units import format_bytes, format_count, format_duration, format_rate, parse_duration
 
 _SESSION_KEY = pytest.StashKey["AgentBenchSession"]()
 _BUDGETS_KEY = pytest.StashKey[list]()
@@ -177,7 +177,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 def _settings(request: pytest.FixtureRequest, state: AgentBenchSession) -> Any:
-    from .integrations.fixture import FixtureSettings  # the timing machinery loads when a test asks for it
+    from .fixture import FixtureSettings  # the timing machinery loads when a test asks for it
 
     values = request.node.stash.get(_SETTINGS_KEY, None)
     if values is None:  # an item collected outside this session's hooks
@@ -188,7 +188,7 @@ def _settings(request: pytest.FixtureRequest, state: AgentBenchSession) -> Any:
 @pytest.fixture
 def agent_benchmark(benchmark: Any, request: pytest.FixtureRequest) -> Any:
     """Benchmark agent code with the native loop; see :class:`pyagentbench.integrations.fixture.AgentBenchmark`."""
-    from .integrations.fixture import AgentBenchmark  # the timing machinery loads when a test asks for it
+    from .fixture import AgentBenchmark  # the timing machinery loads when a test asks for it
 
     state = request.config.stash[_SESSION_KEY]
     budgets = request.node.stash.get(_BUDGETS_KEY, [])
