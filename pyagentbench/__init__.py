@@ -25,7 +25,7 @@ from ._native import (
 
 __version__ = "0.1.0"
 
-# public name -> the module that defines it
+# public name -> the module (under pyagentbench) that defines it
 _LAZY: dict[str, str] = {
     # clocks and timing
     "Timer": "instruments.timers",
@@ -99,20 +99,20 @@ if TYPE_CHECKING:
     from .agents.agent import Agent, AgentMetrics, Task
     from .agents.batch import BatchExecutor, BatchResult
     from .agents.breaker import CircuitBreaker, CircuitOpenError
-    from .runtime.cache import Cache, cache_key, cached
-    from .runtime.histogram import Histogram
     from .agents.load import LoadResult, arun_load, run_load
     from .agents.pool import AgentPool
     from .instruments.resources import (
         AllocCounter,
         ResourceSummary,
-        SampleSeries,
         Sampler,
+        SampleSeries,
         count_allocs,
         peak_rss,
         reset_peak_rss,
         rss,
         sampler_info,
     )
-    from .runtime.taskqueue import QueueClosed, TaskQueue
     from .instruments.timers import Measurement, Timer, measure
+    from .runtime.cache import Cache, cache_key, cached
+    from .runtime.histogram import Histogram
+    from .runtime.taskqueue import QueueClosed, TaskQueue

@@ -27,11 +27,11 @@ import threading
 from typing import Any, Iterable, Optional
 
 from .._native import now_ns
-from ._tokens import report_tokens, token_sink
-from .breaker import CircuitBreaker
 from ..runtime.cache import cache_key
 from ..runtime.histogram import Histogram
 from ..runtime.taskqueue import QueueClosed, TaskQueue
+from ._tokens import report_tokens, token_sink
+from .breaker import CircuitBreaker
 
 __all__ = ["Task", "Agent", "AgentMetrics", "DEFAULT_SYNC_WORKERS", "DEFAULT_ASYNC_WORKERS", "MAX_CHUNK"]
 

@@ -22,8 +22,8 @@ import time
 from typing import Any, Callable, Iterable, Optional
 
 from .._native import now_ns
-from ..runtime.histogram import Histogram
 from ..instruments.resources import Sampler
+from ..runtime.histogram import Histogram
 
 __all__ = ["run_load", "arun_load", "LoadResult", "PROGRESS_AFTER_S"]
 

@@ -8,10 +8,10 @@ import inspect
 from typing import Any, Callable, Iterable, Mapping
 
 from .. import _native
-from ..results.metrics import EXTRA_INFO_KEY
 from ..instruments.observe import ResourceWindow, count_allocs_any, observe, timing_metrics
 from ..instruments.resources import AllocCounter
 from ..instruments.timers import DEFAULT_MIN_ROUND_TIME, Measurement, _AsyncRounds, call_outside_event_loop
+from ..results.metrics import EXTRA_INFO_KEY
 
 __all__ = ["AgentBenchmark", "FixtureSettings"]
 
