@@ -49,15 +49,21 @@ def counted_fill(n: int, size: int) -> tuple[AllocCounter, list]:
 @pytest.mark.parametrize("size", [10, 100, 600, 5000])
 def test_counts_are_exact_on_known_allocations(size):
     counted_fill(1000, size)  # warm-up: first-use allocations (e.g. on CPython 3.9) are not per call
-    small, _ = counted_fill(1000, size)
-    large, _ = counted_fill(2000, size)
-    # the difference is exactly 1000 bytes objects of sys.getsizeof(b'x' * size) bytes each,
-    # whichever allocator serves them (blocks over 512 bytes go from pymalloc to the RAW domain
-    # and are still counted once)
-    assert large.allocs - small.allocs == 1000
-    assert large.bytes - small.bytes == 1000 * sys.getsizeof(ONE * size)
-    # the frees (the loop's iterator) are the same in both runs
-    assert large.frees == small.frees
+    # The counter is process-wide: a thread of the test runner (pytest-xdist's channel thread) may
+    # allocate inside one window. Such a stray block shows as an off-by-a-few difference, so the
+    # exact difference must hold in one of three tries, not in every one.
+    seen = []
+    for _ in range(3):
+        small, _ = counted_fill(1000, size)
+        large, _ = counted_fill(2000, size)
+        # the difference is exactly 1000 bytes objects of sys.getsizeof(b'x' * size) bytes each,
+        # whichever allocator serves them (blocks over 512 bytes go from pymalloc to the RAW domain
+        # and are still counted once); the frees (the loop's iterator) are the same in both runs
+        diff = (large.allocs - small.allocs, large.bytes - small.bytes, large.frees - small.frees)
+        if diff == (1000, 1000 * sys.getsizeof(ONE * size), 0):
+            return
+        seen.append(diff)
+    pytest.fail(f"no try counted exactly 1000 blocks of {size} bytes: {seen}")
 
 
 def test_counts_agree_with_tracemalloc_on_the_same_code():

@@ -377,7 +377,7 @@ def test_fork_leaves_the_child_without_a_sampler_thread_and_the_parent_running()
 )
 def test_interpreter_exit_with_a_sampler_running_neither_hangs_nor_crashes(body):
     script = "from pyagentbench import Sampler\n" + textwrap.dedent(body) + "\nprint('done')\n"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
     proc = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr

@@ -453,7 +453,7 @@ def test_the_documented_ways_to_call_the_mocks_work():
 
     from pyagentbench.mocks import MockTool
 
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "agents.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "agents.md").read_text()
     for form in ("llm.complete(prompt)", "await llm.acomplete(prompt)", "llm.stream(prompt)",
                  "llm.astream(prompt)", "tool(q)", "await tool.acall(q)", "AgentPool", "reap()"):
         assert form in doc
