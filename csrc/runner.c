@@ -1,5 +1,6 @@
 /* The native timing loop: calls fn `loops` times per round through vectorcall and stores each
- * round's length in nanoseconds. Calibration, statistics and defaults live in pyagentbench.timers. */
+ * round's length in nanoseconds. Calibration, statistics and defaults live in
+ * pyagentbench.instruments.timers. */
 #include "module.h"
 #include "clock.h"
 

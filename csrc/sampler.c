@@ -4,7 +4,7 @@
  *
  * The sampler thread never touches the Python API: it works on a sampler_core, plain C memory owned
  * by the Python object. Python reads the core under core->lock. Policy (defaults, the summary's
- * arithmetic, units, the psutil fallback) lives in pyagentbench/resources.py. */
+ * arithmetic, units, the psutil fallback) lives in pyagentbench/instruments/resources.py. */
 #ifndef _GNU_SOURCE /* Python.h's pyconfig.h defines it too */
 #define _GNU_SOURCE 1
 #endif
