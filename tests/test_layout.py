@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ast
 import importlib
-import importlib.metadata
 import pkgutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -167,15 +167,18 @@ def test_public_mocks_module_reexports_the_agent_layer():
 
 
 def test_pytest11_entry_point_loads_the_plugin():
-    (entry,) = [e for e in importlib.metadata.entry_points(group="pytest11") if e.name == "agentbench"]
-    assert entry.value == "pyagentbench.integrations.plugin"
-    plugin = entry.load()
-    assert hasattr(plugin, "pytest_addoption")
+    # In a fresh interpreter: pytester's tests restore sys.modules around themselves, which leaves
+    # this process's importlib.metadata unable to see any distribution afterwards.
+    code = (
+        "import importlib.metadata as m\n"
+        "(e,) = [e for e in m.entry_points(group='pytest11') if e.name == 'agentbench']\n"
+        "print(e.value, hasattr(e.load(), 'pytest_addoption'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["pyagentbench.integrations.plugin", "True"]
 
 
 def test_importing_the_package_loads_only_the_clocks():
-    import subprocess
-
     code = (
         "import sys, pyagentbench\n"
         "print(sorted(m for m in sys.modules if m.startswith('pyagentbench')))\n"
