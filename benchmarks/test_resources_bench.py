@@ -234,3 +234,48 @@ def test_alloc_counter_interleaved_pairs(benchmark):
     benchmark.extra_info.update(figures)
     benchmark.extra_info["target_alloc_counter_ratio"] = "<= 1.10"
     benchmark.extra_info["met"] = figures["alloc_counter_ratio"] <= 1.10
+
+
+# ---- the sampler thread's own CPU at 1 kHz, beside a thread that only wakes up ----
+
+
+def sleeper_thread_cpu(ticks: int, interval: float) -> float:
+    """CPU seconds a Python thread spends waking up `ticks` times on a fixed grid (and nothing
+    else): a Python-side stand-in for the floor, one wakeup per tick."""
+    out: list[float] = []
+
+    def run() -> None:
+        start = time.thread_time()
+        deadline = time.monotonic()
+        for _ in range(ticks):
+            deadline += interval
+            time.sleep(max(0.0, deadline - time.monotonic()))
+        out.append(time.thread_time() - start)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+def sampler_own_cpu(seconds: float, interval: float) -> dict[str, float]:
+    sampler = Sampler(interval=interval)
+    sampler.start()
+    time.sleep(seconds)
+    summary = sampler.stop()
+    ticks = max(1, summary.samples - 2)
+    floor = sleeper_thread_cpu(ticks, interval)
+    return {
+        "sampler_cpu_pct_of_core": 100.0 * summary.sampler_cpu_time / summary.wall_time,
+        "sampler_cpu_us_per_sample": 1e6 * summary.sampler_cpu_time / ticks,
+        "sleeper_thread_cpu_us_per_wakeup": 1e6 * floor / ticks,
+        "cpu_percent_idle_process": summary.cpu_percent,
+    }
+
+
+@pytest.mark.benchmark(group="sampler-own-cpu")
+def test_sampler_own_cpu_at_1khz(benchmark):
+    figures = benchmark.pedantic(sampler_own_cpu, args=(0.5, 0.001), rounds=3, iterations=1)
+    benchmark.extra_info.update(figures)
+    benchmark.extra_info["target_sampler_cpu_pct_of_core"] = "<= 0.5"
+    benchmark.extra_info["met"] = figures["sampler_cpu_pct_of_core"] <= 0.5

@@ -2,6 +2,10 @@
  * descriptor kept open) and process CPU time at a fixed absolute cadence into a preallocated ring.
  * Also the module functions rss(), peak_rss_hwm() and reset_peak_rss_hwm().
  *
+ * The CPU figures leave the sampler thread's own CPU out: each sample subtracts what the thread
+ * has used so far (its CLOCK_THREAD_CPUTIME_ID, read by the thread itself, and read a last time
+ * just before it exits), so an idle process reads ~0% and a CPU-bound thread at most 100%.
+ *
  * The sampler thread never touches the Python API: it works on a sampler_core, plain C memory owned
  * by the Python object. Python reads the core under core->lock. Policy (defaults, the summary's
  * arithmetic, units, the psutil fallback) lives in pyagentbench/instruments/resources.py. */
@@ -57,7 +61,8 @@ typedef struct sampler_core {
     int64_t start_ns, last_ns;
     int64_t start_rss_bytes, last_rss_bytes, peak_rss_bytes;
     double rss_sum_bytes;
-    int64_t start_cpu_ns, last_cpu_ns;
+    int64_t start_cpu_ns, last_cpu_ns; /* process CPU less own_cpu_ns, at the first/last sample */
+    int64_t own_cpu_ns; /* CPU the sampler thread has used since start (its last reading) */
 } sampler_core;
 
 /* Every live core, so that fork handlers can lock them before fork() and mark them stopped in the
@@ -136,10 +141,17 @@ registry_remove(sampler_core *core)
     pthread_mutex_unlock(&registry_lock);
 }
 
-/* Records one sample. Caller holds core->lock. */
+/* Records one sample. Caller holds core->lock.
+ * The process CPU clock read from one thread includes the other running threads' CPU only up to
+ * their last scheduler update (a tick at most), so once the sampler's own CPU is taken out, a
+ * sample could read lower than the one before; the series is kept non-decreasing. The first and
+ * last samples are read by the caller of start() and stop(), so the total is exact. */
 static void
 record_sample(sampler_core *core, int64_t ts_ns, int64_t rss_bytes, int64_t cpu_ns)
 {
+    if (core->samples > 0 && cpu_ns < core->last_cpu_ns) {
+        cpu_ns = core->last_cpu_ns;
+    }
     int64_t slot = (int64_t)(core->samples % (uint64_t)core->capacity);
     core->ring[slot] = ts_ns;
     core->ring[core->capacity + slot] = rss_bytes;
@@ -160,15 +172,33 @@ record_sample(sampler_core *core, int64_t ts_ns, int64_t rss_bytes, int64_t cpu_
     core->samples++;
 }
 
-/* Reads RSS and CPU and records them. Runs with or without the GIL; takes core->lock itself. */
-static void
-take_sample(sampler_core *core)
+/* The calling thread's CPU time in nanoseconds, or -1. */
+static int64_t
+own_thread_cpu_ns(void)
 {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) {
+        return -1;
+    }
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Reads RSS and CPU and records them. Runs with or without the GIL; takes core->lock itself.
+ * in_sampler_thread: the caller is the sampler thread, which first updates its own CPU reading
+ * (read before the process clock, so the process figure never lacks CPU that is subtracted). */
+static void
+take_sample(sampler_core *core, int in_sampler_thread)
+{
+    int64_t own_ns = in_sampler_thread ? own_thread_cpu_ns() : -1;
     int64_t rss_bytes = pab_statm_rss_bytes(core->statm_fd);
     int saved_errno = errno;
     int64_t cpu_ns = pab_process_cpu_ns();
     int64_t ts_ns = pab_now_ns();
     pthread_mutex_lock(&core->lock);
+    if (own_ns >= 0) {
+        core->own_cpu_ns = own_ns;
+    }
+    cpu_ns -= core->own_cpu_ns;
     if (rss_bytes < 0) {
         if (core->read_errno == 0) {
             core->read_errno = saved_errno ? saved_errno : EIO;
@@ -214,7 +244,7 @@ sampler_thread_main(void *arg)
         if (sleep_until(core, deadline_ns)) {
             break;
         }
-        take_sample(core);
+        take_sample(core, 1);
         deadline_ns += interval_ns;
         int64_t now = pab_monotonic_ns();
         if (now >= deadline_ns) {
@@ -224,6 +254,13 @@ sampler_thread_main(void *arg)
             core->missed_samples += (uint64_t)late_ticks;
             pthread_mutex_unlock(&core->lock);
         }
+    }
+    /* The last reading of the thread's own CPU, for the sample stop() takes after the join. */
+    int64_t own_ns = own_thread_cpu_ns();
+    if (own_ns >= 0) {
+        pthread_mutex_lock(&core->lock);
+        core->own_cpu_ns = own_ns;
+        pthread_mutex_unlock(&core->lock);
     }
     return NULL;
 }
@@ -414,11 +451,12 @@ sampler_start(SamplerObject *self, PyObject *Py_UNUSED(ignored))
     core->missed_samples = 0;
     core->rss_sum_bytes = 0.0;
     core->read_errno = 0;
+    core->own_cpu_ns = 0;
     atomic_store(&core->stop_requested, 0);
     core->start_mono_ns = pab_monotonic_ns();
     pthread_mutex_unlock(&core->lock);
 
-    take_sample(core); /* the first sample, at the grid's origin */
+    take_sample(core, 0); /* the first sample, at the grid's origin */
 
     pthread_mutex_lock(&core->lock);
     if (core->samples == 0) {
@@ -472,7 +510,7 @@ sampler_stop(SamplerObject *self, PyObject *Py_UNUSED(ignored))
     if (join) {
         stop_thread(core, 1);
     }
-    take_sample(core); /* the last sample, at stop */
+    take_sample(core, 0); /* the last sample, at stop */
     pthread_mutex_lock(&core->lock);
     core->phase = SAMPLER_STOPPED;
     pthread_mutex_unlock(&core->lock);
@@ -511,21 +549,21 @@ sampler_totals(SamplerObject *self, PyObject *Py_UNUSED(ignored))
     if (copy.samples == 0) {
         copy.start_ns = copy.last_ns = 0;
         copy.start_rss_bytes = copy.last_rss_bytes = copy.peak_rss_bytes = 0;
-        copy.start_cpu_ns = copy.last_cpu_ns = 0;
+        copy.start_cpu_ns = copy.last_cpu_ns = copy.own_cpu_ns = 0;
     }
     const char *phase = copy.phase == SAMPLER_IDLE      ? "idle"
                         : copy.phase == SAMPLER_RUNNING ? "running"
                         : copy.phase == SAMPLER_STOPPING ? "stopping"
                                                         : "stopped";
     return Py_BuildValue(
-        "{s:s,s:K,s:K,s:L,s:L,s:L,s:L,s:L,s:d,s:L,s:L,s:L,s:i}", "phase", phase, "samples",
+        "{s:s,s:K,s:K,s:L,s:L,s:L,s:L,s:L,s:d,s:L,s:L,s:L,s:i,s:L}", "phase", phase, "samples",
         (unsigned long long)copy.samples, "missed_samples", (unsigned long long)copy.missed_samples,
         "start_ns", (long long)copy.start_ns, "last_ns", (long long)copy.last_ns,
         "start_rss_bytes", (long long)copy.start_rss_bytes, "last_rss_bytes",
         (long long)copy.last_rss_bytes, "peak_rss_bytes", (long long)copy.peak_rss_bytes,
         "rss_sum_bytes", copy.rss_sum_bytes, "start_cpu_ns", (long long)copy.start_cpu_ns,
         "last_cpu_ns", (long long)copy.last_cpu_ns, "interval_ns", (long long)copy.interval_ns,
-        "read_errno", copy.read_errno);
+        "read_errno", copy.read_errno, "sampler_cpu_ns", (long long)copy.own_cpu_ns);
 }
 
 /* The samples still in the ring, oldest first, as three bytes objects of native int64. */
@@ -578,10 +616,12 @@ static PyMethodDef sampler_methods[] = {
      "last sample. RuntimeError if it is not running."},
     {"totals", (PyCFunction)sampler_totals, METH_NOARGS,
      "totals() -> dict\n--\n\nA consistent copy of the running totals: samples, missed_samples, "
-     "first/last timestamps, RSS (first, last, peak, sum) and process CPU ns."},
+     "first/last timestamps, RSS (first, last, peak, sum), process CPU ns less the sampler "
+     "thread's own (start_cpu_ns, last_cpu_ns) and the sampler thread's own (sampler_cpu_ns)."},
     {"series", (PyCFunction)sampler_series, METH_NOARGS,
      "series() -> (bytes, bytes, bytes)\n--\n\nThe samples still in the ring, oldest first: "
-     "timestamps (now_ns clock), RSS bytes and process CPU ns, each as native int64."},
+     "timestamps (now_ns clock), RSS bytes and process CPU ns less the sampler thread's own, "
+     "each as native int64."},
     {NULL, NULL, 0, NULL},
 };
 

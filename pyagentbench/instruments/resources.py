@@ -92,9 +92,11 @@ class ResourceSummary:
 
     Sizes are bytes and times seconds: ``start_rss``, ``end_rss``, ``rss_delta`` (end - start),
     ``peak_rss`` (highest sample; exact even when the ring wrapped), ``mean_rss`` (over every
-    sample), ``cpu_time`` (process CPU, all threads), ``wall_time``, ``cpu_percent`` (100 = one
-    full core), ``samples`` (taken, including the first at start and the last at stop),
-    ``missed_samples`` (ticks skipped because the sampler thread ran late) and ``interval``.
+    sample), ``cpu_time`` (process CPU, every thread but the sampler's own), ``wall_time``,
+    ``cpu_percent`` (``cpu_time`` over ``wall_time``; 100 = one full core), ``samples`` (taken,
+    including the first at start and the last at stop), ``missed_samples`` (ticks skipped because
+    the sampler thread ran late), ``interval`` and ``sampler_cpu_time`` (the CPU the sampler
+    thread itself used, left out of ``cpu_time``).
     """
 
     start_rss: int
@@ -108,6 +110,7 @@ class ResourceSummary:
     samples: int
     missed_samples: int
     interval: float
+    sampler_cpu_time: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as plain JSON-ready values."""
@@ -143,12 +146,14 @@ def _summary_from_totals(totals: Mapping[str, Any]) -> ResourceSummary:
         samples=samples,
         missed_samples=int(totals["missed_samples"]),
         interval=int(totals["interval_ns"]) * 1e-9,
+        sampler_cpu_time=int(totals.get("sampler_cpu_ns", 0)) * 1e-9,
     )
 
 
 class SampleSeries(NamedTuple):
     """The samples still in a Sampler's ring, oldest first, as ``array.array('q')`` columns:
-    ``timestamps_ns`` (the :func:`now_ns` clock), ``rss_bytes`` and ``cpu_ns`` (process CPU time)."""
+    ``timestamps_ns`` (the :func:`now_ns` clock), ``rss_bytes`` and ``cpu_ns`` (process CPU time,
+    less the sampler thread's own)."""
 
     timestamps_ns: array.array
     rss_bytes: array.array
@@ -193,12 +198,18 @@ class _PsutilSamplerCore:
     def running(self) -> bool:
         return self._phase == "running"
 
-    def _record(self) -> None:
+    def _record(self, in_sampler_thread: bool = False) -> None:
+        own_ns = time.thread_time_ns() if in_sampler_thread else None
         rss_bytes = self._rss()
         cpu_ns = time.process_time_ns()
         ts_ns = _native.now_ns()
         with self._lock:
             t = self._totals
+            if own_ns is not None:
+                t["sampler_cpu_ns"] = own_ns
+            cpu_ns -= t["sampler_cpu_ns"]
+            if t["samples"]:
+                cpu_ns = max(cpu_ns, t["last_cpu_ns"])  # never decreasing, as the native core
             slot = t["samples"] % self.capacity
             self._ring[0][slot], self._ring[1][slot], self._ring[2][slot] = ts_ns, rss_bytes, cpu_ns
             if t["samples"] == 0:
@@ -213,7 +224,7 @@ class _PsutilSamplerCore:
         interval_ns = self.interval_ns
         deadline_ns = origin_ns + interval_ns
         while not self._stop.wait(max(0.0, (deadline_ns - time.monotonic_ns()) * 1e-9)):
-            self._record()
+            self._record(in_sampler_thread=True)
             deadline_ns += interval_ns
             now = time.monotonic_ns()
             if now >= deadline_ns:
@@ -221,6 +232,9 @@ class _PsutilSamplerCore:
                 deadline_ns += late * interval_ns
                 with self._lock:
                     self._totals["missed_samples"] += late
+        own_ns = time.thread_time_ns()
+        with self._lock:
+            self._totals["sampler_cpu_ns"] = own_ns
 
     def start(self) -> None:
         with self._lock:
@@ -230,7 +244,7 @@ class _PsutilSamplerCore:
             self._totals = dict(samples=0, missed_samples=0, start_ns=0, last_ns=0,
                                 start_rss_bytes=0, last_rss_bytes=0, peak_rss_bytes=0,
                                 rss_sum_bytes=0.0, start_cpu_ns=0, last_cpu_ns=0,
-                                interval_ns=self.interval_ns, read_errno=0)
+                                interval_ns=self.interval_ns, read_errno=0, sampler_cpu_ns=0)
             self._stop.clear()
         origin_ns = time.monotonic_ns()
         self._record()
@@ -256,7 +270,7 @@ class _PsutilSamplerCore:
             totals: dict[str, Any] = dict(self._totals) if self._totals else dict(
                 samples=0, missed_samples=0, start_ns=0, last_ns=0, start_rss_bytes=0,
                 last_rss_bytes=0, peak_rss_bytes=0, rss_sum_bytes=0.0, start_cpu_ns=0,
-                last_cpu_ns=0, interval_ns=self.interval_ns, read_errno=0)
+                last_cpu_ns=0, interval_ns=self.interval_ns, read_errno=0, sampler_cpu_ns=0)
             totals["phase"] = self._phase
             return totals
 

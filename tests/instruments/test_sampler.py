@@ -212,7 +212,7 @@ def test_resource_summary_is_frozen_readable_and_serialisable():
     data = summary.to_dict()
     assert set(data) == {
         "start_rss", "end_rss", "rss_delta", "peak_rss", "mean_rss", "cpu_time", "wall_time",
-        "cpu_percent", "samples", "missed_samples", "interval",
+        "cpu_percent", "samples", "missed_samples", "interval", "sampler_cpu_time",
     }
     assert "Sampler stopped" in repr(sampler)
 
