@@ -553,6 +553,31 @@ def _counted_pass(fn: Callable[..., Any], args: tuple, kwargs: dict | None, loop
     return counter.allocs, counter.bytes
 
 
+def _count_one_call(fn: Callable[..., Any], args: Sequence[Any] = (),
+                    kwargs: Mapping[str, Any] | None = None) -> tuple[float, float, Any]:
+    """Allocations and bytes of one call of a warm fn, and what it returned, for slow targets
+    where count_allocs()'s passes would cost several calls: a counted pass of one call less a
+    counted pass of none (the same native loop with zero rounds), so the loop's own constant
+    allocations cancel."""
+    call_args = tuple(args)
+    call_kwargs = dict(kwargs) if kwargs else None
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        allocs_0, bytes_0 = _counted_pass(fn, call_args, call_kwargs, 1, array.array("q"))
+        counter = _native.AllocCounter()
+        out = array.array("q", bytes(8))
+        counter.start()
+        try:
+            result = _native.time_rounds(fn, call_args, call_kwargs, 1, out)
+        finally:
+            counter.stop()
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return float(counter.allocs - allocs_0), float(counter.bytes - bytes_0), result
+
+
 def count_allocs(
     fn: Callable[..., Any],
     args: Sequence[Any] = (),

@@ -13,7 +13,7 @@ import inspect
 import math
 import numbers
 import threading
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from .. import _native
 from ..results.units import format_duration, format_rate
@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_MIN_ROUNDS",
     "DEFAULT_MAX_ROUNDS",
     "DEFAULT_WARMUP_ROUNDS",
+    "SLOW_CALL_TIME",
 ]
 
 #: Seconds a measure() run aims to last when ``rounds`` is not given.
@@ -42,6 +43,9 @@ DEFAULT_MIN_ROUNDS = 5
 DEFAULT_MAX_ROUNDS = 100_000
 #: Untimed rounds run before the timed ones.
 DEFAULT_WARMUP_ROUNDS = 1
+#: A call at least this long (seconds) is slow: its first call is the calibration and the warm-up,
+#: so a slow target costs one call more than its rounds, as pytest-benchmark's loop does.
+SLOW_CALL_TIME = 0.010
 
 _CALIBRATION_STEPS = 16
 
@@ -307,7 +311,8 @@ def measure(
       under 0.1% of a round).
     - ``rounds``: when not given, as many as fit in ``max_time`` (default 1 s), at least
       ``min_rounds`` (default 5) and at most 100,000.
-    - ``warmup_rounds``: untimed rounds first (default 1).
+    - ``warmup_rounds``: untimed rounds first (default 1; none by default when one call takes
+      ``SLOW_CALL_TIME``, 10 ms, or more: the first call, which calibrates, is the warm-up).
 
     Coroutine functions (and callables returning awaitables) are awaited, every round on one
     event loop created for the run; if this thread already runs an event loop, the measurement
@@ -331,8 +336,13 @@ def measure_with_result(
     min_round_time: float | None = None,
     max_time: float | None = None,
     min_rounds: int | None = None,
+    warmup_calls: int | None = None,
 ) -> tuple[Measurement, Any]:
-    """:func:`measure`, also returning what the final timed call returned (awaited if async)."""
+    """:func:`measure`, also returning what the final timed call returned (awaited if async).
+
+    ``warmup_calls`` (pytest-benchmark's ``--benchmark-warmup-iterations`` when its warm-up is
+    on) replaces ``warmup_rounds``: untimed rounds of the calibrated loop count until that many
+    calls ran or ``max_time`` is spent, whichever comes first; at least one round."""
     if not callable(fn):
         raise TypeError(f"measure(): fn must be callable, not {type(fn).__name__}")
     if isinstance(args, (str, bytes)) or not isinstance(args, (tuple, list)):
@@ -343,24 +353,27 @@ def measure_with_result(
     loops = _check_count("loops", loops, 1)
     min_rounds = _check_count("min_rounds", min_rounds, 1)
     warmup_rounds = _check_count("warmup_rounds", warmup_rounds, 0)
+    warmup_calls = _check_count("warmup_calls", warmup_calls, 1)
     min_round_time = _check_seconds("min_round_time", min_round_time, allow_zero=True)
     max_time = _check_seconds("max_time", max_time, allow_zero=False)
     call_args = tuple(args)
     call_kwargs = dict(kwargs) if kwargs else None
 
+    plan = _Plan(rounds, loops, warmup_rounds, min_round_time, max_time, min_rounds, warmup_calls)
     if _is_async(fn):
-        return _measure_async(fn, call_args, call_kwargs, rounds, loops, warmup_rounds,
-                              min_round_time, max_time, min_rounds)
+        return _measure_async(fn, call_args, call_kwargs, plan)
     # One probe call tells a plain function from one that returns awaitables (a lambda or
-    # partial around a coroutine function); it also warms fn up.
+    # partial around a coroutine function); it also warms fn up, and its time tells a slow
+    # target, for which it is the calibration as well.
+    start = _native.now_ns()
     probe = fn(*call_args, **(call_kwargs or {}))
+    probe_ns = _native.now_ns() - start
     if inspect.isawaitable(probe):
         _close_awaitable(probe)
-        return _measure_async(fn, call_args, call_kwargs, rounds, loops, warmup_rounds,
-                              min_round_time, max_time, min_rounds)
+        return _measure_async(fn, call_args, call_kwargs, plan)
     del probe
     runner = _SyncRounds(fn, call_args, call_kwargs)
-    return _run(runner, rounds, loops, warmup_rounds, min_round_time, max_time, min_rounds)
+    return _run(runner, plan, probe_ns)
 
 
 def _close_awaitable(awaitable: Any) -> None:
@@ -369,12 +382,11 @@ def _close_awaitable(awaitable: Any) -> None:
         close()
 
 
-def _measure_async(fn, args, kwargs, rounds, loops, warmup_rounds, min_round_time, max_time,
-                   min_rounds):
+def _measure_async(fn, args, kwargs, plan: "_Plan"):
     def run() -> tuple[Measurement, Any]:
         runner = _AsyncRounds(fn, args, kwargs)
         try:
-            return _run(runner, rounds, loops, warmup_rounds, min_round_time, max_time, min_rounds)
+            return _run(runner, plan, None)
         finally:
             runner.close()
 
@@ -419,21 +431,44 @@ def _calibrate_loops(runner: Any, min_round_ns: float) -> tuple[int, float]:
     return loops, round_ns
 
 
-def _run(runner, rounds, loops, warmup_rounds, min_round_time, max_time,
-         min_rounds) -> tuple[Measurement, Any]:
+class _Plan(NamedTuple):
+    """measure()'s options, checked; None where the default applies."""
+
+    rounds: int | None
+    loops: int | None
+    warmup_rounds: int | None
+    min_round_time: float | None
+    max_time: float | None
+    min_rounds: int | None
+    warmup_calls: int | None
+
+
+def _run(runner, plan: _Plan, probe_ns: int | None) -> tuple[Measurement, Any]:
+    """Calibrate, warm up and time runner's rounds. probe_ns: how long an untimed first call
+    (already made) took, if one was made."""
+    rounds, loops, warmup_rounds, min_round_time, max_time, min_rounds, warmup_calls = plan
     if max_time is None:
         max_time = DEFAULT_MAX_TIME
-    if warmup_rounds is None:
-        warmup_rounds = DEFAULT_WARMUP_ROUNDS
     if min_round_time is None:
         min_round_ns = max(DEFAULT_MIN_ROUND_TIME * 1e9, 1000.0 * _clock_overhead_ns())
     else:
         min_round_ns = min_round_time * 1e9
 
-    if loops is None:
+    slow_ns = SLOW_CALL_TIME * 1e9
+    if loops is None and probe_ns is not None and probe_ns >= max(slow_ns, min_round_ns):
+        # A slow call: the probe already was one loop's round, and the warm-up.
+        loops, round_ns = 1, float(probe_ns)
+        warmed = True
+    elif loops is None:
         loops, round_ns = _calibrate_loops(runner, min_round_ns)
+        warmed = loops == 1 and round_ns >= slow_ns  # the calibration call warmed a slow target
     else:
-        round_ns = None
+        round_ns, warmed = None, False
+    if warmup_calls is not None:
+        by_time = int(max_time * 1e9 / max(round_ns or 1.0, 1.0))
+        warmup_rounds = max(1, min(warmup_calls // loops, by_time))
+    elif warmup_rounds is None:
+        warmup_rounds = 0 if warmed else DEFAULT_WARMUP_ROUNDS
     if warmup_rounds:
         warm = runner.run(loops, warmup_rounds)
         round_ns = float(min(warm)) if round_ns is None else min(round_ns, float(min(warm)))

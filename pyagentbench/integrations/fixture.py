@@ -4,8 +4,10 @@ memory, CPU, allocation and throughput metrics stored in the benchmark's ``extra
 from __future__ import annotations
 
 import array
+import contextlib
+import gc
 import inspect
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .. import _native
 from ..instruments.observe import ResourceWindow, count_allocs_any, observe, timing_metrics
@@ -31,6 +33,19 @@ def _run_once(fn: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]) ->
     if not inspect.isawaitable(value):
         return value
     return call_outside_event_loop(lambda: _await_on_new_loop(value))
+
+
+@contextlib.contextmanager
+def _gc_paused(paused: bool) -> Iterator[None]:
+    """The cyclic GC off inside (``--benchmark-disable-gc``), as it was before afterwards."""
+    was_enabled = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused and was_enabled:
+            gc.enable()
 
 
 def _await_on_new_loop(awaitable: Any) -> Any:
@@ -113,15 +128,17 @@ class AgentBenchmark:
             return _run_once(fn, args, kwargs)
         b = self._benchmark
         min_round_time = b._min_time if b._min_time > DEFAULT_MIN_ROUND_TIME else None
-        observation = observe(
-            fn, args, kwargs,
-            resources_on=self._settings.resources,
-            allocs_on=self._settings.allocs,
-            sample_interval=self._settings.sample_interval,
-            max_time=b._max_time,
-            min_rounds=b._min_rounds,
-            min_round_time=min_round_time,
-        )
+        with _gc_paused(b._disable_gc):
+            observation = observe(
+                fn, args, kwargs,
+                resources_on=self._settings.resources,
+                allocs_on=self._settings.allocs,
+                sample_interval=self._settings.sample_interval,
+                max_time=b._max_time,
+                min_rounds=b._min_rounds,
+                min_round_time=min_round_time,
+                warmup_calls=b._warmup or None,
+            )
         self._store_rounds(observation.measurement)
         self._store(observation.metrics)
         return observation.result
@@ -207,24 +224,27 @@ class AgentBenchmark:
 
         metrics: dict[str, Any] = {}
         try:
-            for _ in range(warmup_rounds):
-                one_round(*arguments())
-            window = ResourceWindow(self._settings.sample_interval, enabled=self._settings.resources)
-            with window:
-                for _ in range(rounds):
-                    rounds_ns.append(one_round(*arguments()))
+            with _gc_paused(self._benchmark._disable_gc):
+                for _ in range(warmup_rounds):
+                    one_round(*arguments())
+                window = ResourceWindow(self._settings.sample_interval,
+                                        enabled=self._settings.resources)
+                with window:
+                    for _ in range(rounds):
+                        rounds_ns.append(one_round(*arguments()))
             metrics.update(window.metrics)
             measurement = Measurement(rounds_ns, iterations)
             metrics.update(timing_metrics(measurement))
             if self._settings.allocs:
                 call_args, call_kwargs = arguments()
-                if async_runner is not None:
-                    allocs, nbytes = count_allocs_any(fn, call_args, call_kwargs, 1)
-                else:
-                    counter = AllocCounter()
-                    with counter:
-                        fn(*call_args, **call_kwargs)
-                    allocs, nbytes = float(counter.allocs), float(counter.bytes)
+                with _gc_paused(self._benchmark._disable_gc):
+                    if async_runner is not None:
+                        allocs, nbytes = count_allocs_any(fn, call_args, call_kwargs, 1)
+                    else:
+                        counter = AllocCounter()
+                        with counter:
+                            fn(*call_args, **call_kwargs)
+                        allocs, nbytes = float(counter.allocs), float(counter.bytes)
                 metrics["allocs_per_call"], metrics["bytes_per_call"] = allocs, nbytes
         finally:
             if async_runner is not None:
@@ -268,7 +288,7 @@ class AgentBenchmark:
             self._settings.sample_interval,
             enabled=self._settings.resources and "peak_rss_bytes" not in self.record,
         )
-        with window:
+        with _gc_paused(self._benchmark._disable_gc), window:
             result = run_load(call, payloads, concurrency=concurrency, duration=duration, rate=rate,
                               progress=False)
         if claim and service_ns:
