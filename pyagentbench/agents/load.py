@@ -206,46 +206,57 @@ def _timeout_error(timeout: float, elapsed_ns: int, sync: bool) -> TimeoutError:
 class _Counts:
     """One worker's tallies (only that worker writes them; merged when the run ends)."""
 
-    __slots__ = ("completed", "failed", "busy_ns", "latency", "failures", "first_error")
+    __slots__ = ("completed", "failed", "busy_ns", "latency", "failures", "other", "first_error")
 
     def __init__(self) -> None:
         self.completed = self.failed = self.busy_ns = 0
         self.latency = Histogram()
-        # type name -> [count, first seen (ns), first message]; at most MAX_FAILURE_TYPES + 1 keys
-        self.failures: dict[str, list] = {}
+        # exception type -> [count, first seen (ns), first message, name]; at most MAX_FAILURE_TYPES
+        # keys, further types are tallied in other: [count, first seen (ns), "name: first message"]
+        self.failures: dict[type, list] = {}
+        self.other: Optional[list] = None
         self.first_error: Optional[tuple[int, str]] = None  # (seen at ns, formatted traceback)
 
     def fail(self, exc: BaseException) -> None:
-        """Count a failed task (cheap after the first failure of each type)."""
+        """Count a failed task: one dict lookup after the first failure of each type."""
         self.failed += 1
-        name = _type_name(type(exc))
-        entry = self.failures.get(name)
-        if entry is None and len(self.failures) >= MAX_FAILURE_TYPES:
-            entry = self.failures.get(OTHER_FAILURES)
-            if entry is None:
-                self.failures[OTHER_FAILURES] = [1, now_ns(), f"{name}: {_message(exc)}"]
-                return
+        entry = self.failures.get(type(exc))
         if entry is not None:
             entry[0] += 1
-            return
+        else:
+            self._first_of_its_type(exc)
+
+    def _first_of_its_type(self, exc: BaseException) -> None:
         seen = now_ns()
-        self.failures[name] = [1, seen, _message(exc)]
+        name = _type_name(type(exc))
+        if len(self.failures) < MAX_FAILURE_TYPES:
+            self.failures[type(exc)] = [1, seen, _message(exc), name]
+        elif self.other is None:
+            self.other = [1, seen, f"{name}: {_message(exc)}"]
+        else:
+            self.other[0] += 1
         if self.first_error is None:
             self.first_error = (seen, _formatted(exc))
 
 
 def _merge_failures(counts: list) -> tuple[dict[str, Failure], Optional[str]]:
-    """The workers' failures by type, earliest first seen first, bounded as one worker's are."""
+    """The workers' failures by type name, earliest first seen first, bounded as one worker's are."""
     merged: dict[str, list] = {}
+
+    def add(name: str, count: int, seen: int, message: str) -> None:
+        entry = merged.get(name)
+        if entry is None:
+            merged[name] = [count, seen, message]
+        else:
+            entry[0] += count
+            if seen < entry[1]:
+                entry[1], entry[2] = seen, message
+
     for c in counts:
-        for name, (count, seen, message) in c.failures.items():
-            entry = merged.get(name)
-            if entry is None:
-                merged[name] = [count, seen, message]
-            else:
-                entry[0] += count
-                if seen < entry[1]:
-                    entry[1], entry[2] = seen, message
+        for count, seen, message, name in c.failures.values():
+            add(name, count, seen, message)
+        if c.other is not None:
+            add(OTHER_FAILURES, *c.other)
     ordered = sorted(merged.items(), key=lambda item: (item[0] == OTHER_FAILURES, item[1][1]))
     kept: dict[str, Failure] = {}
     other: Optional[list] = None
