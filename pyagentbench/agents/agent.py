@@ -417,9 +417,14 @@ def _as_target(obj: Any, what: str) -> tuple[Any, bool]:
     """``(callable, is_async)`` for a load or batch target: an Agent runs through ``process``; a
     bound method of an Agent (``agent.process``, ``agent.run``) is async when its agent is,
     since it returns a coroutine without being a coroutine function; other callables are async
-    when they are coroutine functions (or their ``__call__`` is)."""
+    when they are coroutine functions (or their ``__call__`` is). An Agent subclass (the class
+    itself, which is callable) is a TypeError: calling it would make an agent per task."""
     if isinstance(obj, Agent):
         return obj.process, obj.is_async
+    if isinstance(obj, type) and issubclass(obj, Agent):
+        raise TypeError(
+            f"{what} is the class {obj.__name__}, not an agent: pass an instance, e.g. {obj.__name__}()"
+        )
     if not callable(obj):
         raise TypeError(f"{what} must be an Agent or a callable, not {type(obj).__name__}")
     if inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(getattr(obj, "__call__", None)):

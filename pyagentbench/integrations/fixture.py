@@ -262,13 +262,15 @@ class AgentBenchmark:
         concurrency: int = 10,
         duration: float | None = None,
         rate: float | None = None,
+        timeout: float | None = None,
     ) -> Any:
-        """Run a load (see :func:`pyagentbench.run_load`) and record its throughput, error rate and
-        latency percentiles, and, unless the test's timing already did, peak RSS, RSS delta and
-        CPU % over the load. If the test times nothing else, each task's service time becomes a
-        round of pytest-benchmark's statistics. Returns the LoadResult. Under --benchmark-disable
-        (and xdist) the load still runs once, so assertions on the result hold, but nothing is
-        recorded."""
+        """Run a load (see :func:`pyagentbench.run_load`; ``timeout`` is per task) and record its
+        throughput, error rate, failures by type and latency mean and percentiles, and, unless the
+        test's timing already did, peak RSS, RSS delta and CPU % over the load. If the test times
+        nothing else, each task's service time becomes a round of pytest-benchmark's statistics.
+        Returns the LoadResult; if every task failed, the test fails with the first exception.
+        Under --benchmark-disable (and xdist) the load still runs once, so assertions on the
+        result hold, but nothing is recorded."""
         from ..agents.load import run_load  # the agent layer, imported on use
 
         payloads = list(payloads)
@@ -279,8 +281,10 @@ class AgentBenchmark:
         if not self.enabled:
             # A load run is already a single run: do it, so the test's assertions on the
             # LoadResult still hold, but record nothing.
-            return run_load(target, payloads, concurrency=concurrency, duration=duration, rate=rate,
-                            progress=False)
+            result = run_load(target, payloads, concurrency=concurrency, duration=duration, rate=rate,
+                              timeout=timeout, progress=False)
+            _fail_if_all_failed(result)
+            return result
         service_ns: list[int] = []
         if claim:
             call = _timed_call(call, is_async, service_ns)
@@ -290,7 +294,7 @@ class AgentBenchmark:
         )
         with _gc_paused(self._benchmark._disable_gc), window:
             result = run_load(call, payloads, concurrency=concurrency, duration=duration, rate=rate,
-                              progress=False)
+                              timeout=timeout, progress=False)
         if claim and service_ns:
             stats = self._benchmark._make_stats(1)
             stats.options["timer"] = "pyagentbench.now_ns"
@@ -298,7 +302,10 @@ class AgentBenchmark:
                 stats.update(ns * 1e-9)
         metrics = load_metrics(result)
         metrics.update(window.metrics)
-        self._store(metrics)
+        try:
+            self._store(metrics)
+        finally:  # a broken budget must not hide that nothing worked
+            _fail_if_all_failed(result)
         return result
 
 
@@ -341,10 +348,26 @@ def load_metrics(result: Any) -> dict[str, Any]:
         "completed": int(result.completed),
         "failed": int(result.failed),
         "load_duration_s": float(result.duration_s),
+        "latency_mean_s": result.latency_mean_ns * 1e-9,
         "latency_p50_s": result.latency_p50_ns * 1e-9,
         "latency_p95_s": result.latency_p95_ns * 1e-9,
         "latency_p99_s": result.latency_p99_ns * 1e-9,
         "latency_max_s": result.latency_max_ns * 1e-9,
         "achieved_concurrency": float(result.achieved_concurrency),
         "load_mode": result.mode,
+        "errors_by_type": dict(result.errors_by_type),
     }
+
+
+def _fail_if_all_failed(result: Any) -> None:
+    """Fail the test, showing the first exception, when a load completed no task at all."""
+    if result.completed or not result.failed:
+        return
+    import pytest
+
+    by_type = ", ".join(f"{name}: {f.count}" for name, f in result.failures.items())
+    pytest.fail(
+        f"agent_benchmark.throughput(): all {result.failed} tasks failed ({by_type}); "
+        f"the first failure:\n{result.first_error or ''}",
+        pytrace=False,
+    )
