@@ -60,6 +60,7 @@ _LAZY: dict[str, str] = {
     "run_load": "agents.load",
     "arun_load": "agents.load",
     "LoadResult": "agents.load",
+    "Failure": "agents.load",
 }
 
 __all__ = [
@@ -99,7 +100,7 @@ if TYPE_CHECKING:
     from .agents.agent import Agent, AgentMetrics, Task
     from .agents.batch import BatchExecutor, BatchResult
     from .agents.breaker import CircuitBreaker, CircuitOpenError
-    from .agents.load import LoadResult, arun_load, run_load
+    from .agents.load import Failure, LoadResult, arun_load, run_load
     from .agents.pool import AgentPool
     from .instruments.resources import (
         AllocCounter,
