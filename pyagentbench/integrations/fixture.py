@@ -73,6 +73,11 @@ class AgentBenchmark:
     and after them allocations and bytes per call in a separate counting pass; all of it goes to
     ``extra_info["agentbench"]``. Use it once per test for timing (call or :meth:`pedantic`);
     :meth:`throughput` may be added.
+
+    Every form works inside a running event loop (an async test, a notebook kernel), awaiting on
+    a loop of its own on a helper thread. Async tests can instead await :meth:`acall`,
+    :meth:`apedantic` and :meth:`athroughput`, which await on the test's own loop and record the
+    same keys.
     """
 
     def __init__(self, benchmark: Any, settings: FixtureSettings, on_record: Callable[["AgentBenchmark"], None]):

@@ -20,10 +20,17 @@ MiB = 1 << 20
 
 SUITE = """
 import asyncio
+import contextvars
+import threading
 
 import pytest
 
+from pyagentbench import Agent
+
 loops_seen = []
+threads_seen = []
+request_ids = []
+request_id = contextvars.ContextVar("request_id")
 
 
 async def nap(x):
@@ -37,12 +44,25 @@ async def grab():
 
 async def where(x):
     loops_seen.append(asyncio.get_running_loop())
+    request_ids.append(request_id.get(None))
     await asyncio.sleep(0)
     return x
 
 
 def plain(x):
+    threads_seen.append(threading.current_thread())
     return [x] * 3
+
+
+class Echo(Agent):
+    async def handle(self, task):
+        loops_seen.append(asyncio.get_running_loop())
+        return task.payload
+
+
+def setup():
+    threads_seen.append(threading.current_thread())
+    return (5,), {{}}
 
 
 # ---- the sync forms, inside the test's running loop ----
@@ -92,8 +112,11 @@ async def test_throughput_plain(agent_benchmark):
 {mark}
 async def test_acall(agent_benchmark):
     loops_seen.clear()
+    request_ids.clear()
+    request_id.set("r-17")
     assert await agent_benchmark.acall(where, 3) == 3
     assert loops_seen and set(loops_seen) == {{asyncio.get_running_loop()}}
+    assert set(request_ids) == {{"r-17"}}  # fn sees the test's context
 
 
 {mark}
@@ -108,7 +131,10 @@ async def test_acall_allocs(agent_benchmark):
 
 {mark}
 async def test_acall_plain(agent_benchmark):
+    threads_seen.clear()
     assert await agent_benchmark.acall(plain, 3) == [3, 3, 3]
+    # a plain function runs on the helper thread, leaving the test's loop free
+    assert threads_seen and threading.main_thread() not in threads_seen
 
 
 {mark}
@@ -124,10 +150,27 @@ async def test_apedantic_nap(agent_benchmark):
 
 
 {mark}
+async def test_apedantic_setup(agent_benchmark):
+    threads_seen.clear()
+    loops_seen.clear()
+    assert await agent_benchmark.apedantic(where, setup=setup, rounds=3) == 5
+    assert len(threads_seen) >= 3 and threading.main_thread() not in threads_seen
+    assert set(loops_seen) == {{asyncio.get_running_loop()}}
+
+
+{mark}
 async def test_athroughput(agent_benchmark):
     loops_seen.clear()
     result = await agent_benchmark.athroughput(where, range(40), concurrency=8)
     assert result.completed == 40
+    assert set(loops_seen) == {{asyncio.get_running_loop()}}
+
+
+{mark}
+async def test_athroughput_agent(agent_benchmark):
+    loops_seen.clear()
+    result = await agent_benchmark.athroughput(Echo(), range(30), concurrency=4)
+    assert result.completed == 30
     assert set(loops_seen) == {{asyncio.get_running_loop()}}
 
 
@@ -169,10 +212,10 @@ def test_every_form_works_and_records_in_an_async_suite(pytester, mode):
     pytester.makepyfile(test_agents=SUITE.format(mark=mark))
     result = run(pytester, *options, "--benchmark-json=out.json")
     assert result.ret == 0, result.stdout.str()
-    result.assert_outcomes(passed=16)
+    result.assert_outcomes(passed=18)
     assert "another loop is running" not in result.stdout.str()
     found = benches(pytester)
-    assert len(found) == 16
+    assert len(found) == 18
     for name, bench in found.items():
         record = bench["extra_info"]["agentbench"]
         keys = LOAD_KEYS if "throughput" in name else TIMING_KEYS
@@ -192,7 +235,8 @@ def test_every_form_works_and_records_in_an_async_suite(pytester, mode):
         assert found[name]["stats"]["min"] >= 0.001, name
     # pedantic: exactly the rounds and iterations asked for.
     for name, rounds, loops in (("test_pedantic_async", 4, 2), ("test_pedantic_plain", 4, 2),
-                                ("test_apedantic", 5, 3), ("test_apedantic_nap", 4, 2)):
+                                ("test_apedantic", 5, 3), ("test_apedantic_nap", 4, 2),
+                                ("test_apedantic_setup", 3, 1)):
         record = found[name]["extra_info"]["agentbench"]
         assert (found[name]["stats"]["rounds"], record["rounds"], record["loops"]) == (rounds, rounds, loops)
     # grab() returns a new 1 MiB bytearray per call: 1 MiB per call, plus a coroutine's worth.
@@ -201,7 +245,8 @@ def test_every_form_works_and_records_in_an_async_suite(pytester, mode):
         assert MiB <= nbytes <= MiB + 4096, (name, nbytes)
     # A load alone: each task's service time is a round; every task completed.
     for name, tasks in (("test_throughput_async", 50), ("test_throughput_plain", 50),
-                        ("test_athroughput", 40), ("test_athroughput_plain", 40)):
+                        ("test_athroughput", 40), ("test_athroughput_plain", 40),
+                        ("test_athroughput_agent", 30)):
         record = found[name]["extra_info"]["agentbench"]
         assert (record["completed"], record["failed"], found[name]["stats"]["rounds"]) == (tasks, 0, tasks)
         assert record["error_rate"] == 0

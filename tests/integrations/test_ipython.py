@@ -110,3 +110,20 @@ def test_magics_work_while_an_event_loop_runs(shell):
     assert line.result == 5 and line.measurement.min >= 0.9e-3
     assert cell.measurement.min >= 0.9e-3
     assert line.metrics["allocs_per_call"] > 0 and cell.metrics["allocs_per_call"] > 0
+
+
+def test_cell_with_async_for_and_async_with_is_awaited(shell):
+    shell.run_cell(
+        "import asyncio, contextlib\n"
+        "async def ticks(n):\n"
+        "    for i in range(n):\n"
+        "        await asyncio.sleep(0.0005)\n"
+        "        yield i\n"
+        "@contextlib.asynccontextmanager\n"
+        "async def session():\n"
+        "    await asyncio.sleep(0.0005)\n"
+        "    yield 'open'\n"
+    )
+    body = "async with session() as s:\n    assert s == 'open'\nasync for i in ticks(2):\n    pass\n"
+    result = shell.run_cell_magic("abench", "-r 3 -n 1 --no-allocs", body)
+    assert result.measurement.min >= 1.4e-3  # three 0.5 ms sleeps awaited in each call

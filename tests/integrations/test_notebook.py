@@ -33,6 +33,13 @@ CELLS = {
         "'reply = await llm.acomplete(\"hi\")\\nassert reply == \"hello\"')\n"
         f"print(r.measurement.rounds, r.measurement.loops, r.measurement.min >= {LATENCY_S})"
     ),
+    "loop": (
+        "import asyncio\n"
+        "async def current_loop():\n"
+        "    return asyncio.get_running_loop()\n"
+        "r = %abench -r 1 -n 1 --no-allocs await current_loop()\n"
+        "print(r.result is not asyncio.get_running_loop())"
+    ),
 }
 
 
@@ -71,7 +78,8 @@ def test_awaiting_statements_show_the_html_table(executed, name, caption):
 
 def test_awaited_calls_are_timed_as_awaited(executed):
     # Each call waits LATENCY_S: a time below it would mean the coroutine was not awaited.
-    for name, expected in (("numbers", "hello 5 True True True"), ("cell-numbers", "4 2 True")):
+    for name, expected in (("numbers", "hello 5 True True True"), ("cell-numbers", "4 2 True"),
+                           ("loop", "True")):  # awaited on a loop of the measurement's own
         outputs = executed[name]
         assert _errors(outputs) == []
         text = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stdout")
