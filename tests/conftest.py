@@ -1,5 +1,8 @@
 """Shared test configuration."""
 
+import importlib.util
+import os
+
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -14,3 +17,11 @@ def _pytester_runs_are_not_xdist_workers(request, monkeypatch):
     if "pytester" in request.fixturenames:
         for name in _XDIST_VARIABLES:
             monkeypatch.delenv(name, raising=False)
+        if importlib.util.find_spec("pytest_asyncio") is not None:
+            # pytest-asyncio (in the test extra) warns in every pytest that does not set this
+            # option, and those warnings are not ours: the suites pytester runs set it. (pytester
+            # clears PYTEST_ADDOPTS when it starts, so it starts first.)
+            request.getfixturevalue("pytester")
+            addopts = os.environ.get("PYTEST_ADDOPTS", "")
+            monkeypatch.setenv("PYTEST_ADDOPTS",
+                               f"{addopts} -o asyncio_default_fixture_loop_scope=function".strip())

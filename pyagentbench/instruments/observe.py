@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from . import resources
-from .timers import SLOW_CALL_TIME, Measurement, _AsyncRounds, measure_with_result
+from .timers import (SLOW_CALL_TIME, Measurement, _AsyncRounds, call_outside_event_loop,
+                     measure_with_result)
 
 __all__ = ["ResourceWindow", "Observation", "observe", "count_allocs_any", "DEFAULT_SAMPLE_INTERVAL"]
 
@@ -104,6 +105,15 @@ def count_allocs_any(
         is_async = True
     if not is_async:
         return resources.count_allocs(fn, args, kwargs, loops=loops)
+    # The awaits run on an event loop of the pass's own, so on a helper thread when this thread
+    # already runs one (an async test, a notebook kernel); on the awaiting test's loop under
+    # call_lending_loop.
+    return call_outside_event_loop(lambda: _count_awaits(fn, args, kwargs, loops, single))
+
+
+def _count_awaits(fn: Callable[..., Any], args: tuple, kwargs: dict | None, loops: int,
+                  single: bool) -> tuple[float, float]:
+    """count_allocs_any's counting of awaits of fn, on one event loop (see there)."""
     runner = _AsyncRounds(fn, args, kwargs)
     if single:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextvars
 import inspect
 import math
 import numbers
@@ -24,6 +25,8 @@ __all__ = [
     "measure",
     "measure_with_result",
     "call_outside_event_loop",
+    "call_lending_loop",
+    "borrowed_loop",
     "close_event_loop",
     "DEFAULT_MAX_TIME",
     "DEFAULT_MIN_ROUND_TIME",
@@ -235,12 +238,30 @@ class _SyncRounds:
 
 
 class _AsyncRounds:
-    """Runs every round on one event loop, timing ``loops`` awaits per round inside the loop."""
+    """Runs every round on one event loop, timing ``loops`` awaits per round inside the loop.
+
+    The loop is, in order: the loop lent to this thread by :func:`call_lending_loop` (an async
+    test's own loop, running on another thread; borrowed, never closed here); else a new loop
+    of its own, run in place, or on a thread of its own when this thread already runs a loop
+    (a sync form called from an async test, a notebook kernel). Whatever the loop, the clock is
+    read inside it, so handing a round to another thread is never timed. Every round goes
+    through :meth:`_complete`.
+    """
 
     def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict | None) -> None:
         self.fn, self.args, self.kwargs = fn, args, kwargs or {}
         self.result: Any = None
-        self.loop = asyncio.new_event_loop()
+        self._loop_thread: threading.Thread | None = None
+        lent = borrowed_loop()
+        if lent is not None:
+            self.loop, self._owned, self._elsewhere = lent, False, True
+            return
+        self.loop, self._owned = asyncio.new_event_loop(), True
+        self._elsewhere = _loop_running_here()
+        if self._elsewhere:
+            self._loop_thread = threading.Thread(target=_serve_loop, args=(self.loop,), daemon=True,
+                                                 name="pyagentbench-event-loop")
+            self._loop_thread.start()
 
     async def _rounds(self, loops: int, rounds: int) -> array.array:
         fn, args, kwargs, now_ns = self.fn, self.args, self.kwargs, _native.now_ns
@@ -254,15 +275,46 @@ class _AsyncRounds:
         self.result = result
         return out
 
+    def _complete(self, coroutine: Any) -> Any:
+        """Run coroutine to its end on this runner's loop and return its value."""
+        if not self._elsewhere:
+            return self.loop.run_until_complete(coroutine)
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
     def run(self, loops: int, rounds: int) -> array.array:
-        return self.loop.run_until_complete(self._rounds(loops, rounds))
+        return self._complete(self._rounds(loops, rounds))
 
     def run_awaitable(self, awaitable: Any) -> Any:
         """Await one awaitable on this runner's loop and return its result."""
-        return self.loop.run_until_complete(_await(awaitable))
+        return self._complete(_await(awaitable))
 
     def close(self) -> None:
-        close_event_loop(self.loop)
+        if not self._owned:
+            return
+        self._owned = False  # closed once
+        if self._loop_thread is None:
+            close_event_loop(self.loop)
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._loop_thread.join()
+
+
+def _serve_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """A runner's loop thread: serve rounds until stopped, then close the loop."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        close_event_loop(loop)
+        asyncio.set_event_loop(None)
+
+
+def _loop_running_here() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 async def _await(awaitable: Any) -> Any:
@@ -414,6 +466,60 @@ def call_outside_event_loop(func: Callable[[], Any]) -> Any:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+class _LentLoop(threading.local):
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+_LENT = _LentLoop()
+
+
+def borrowed_loop() -> asyncio.AbstractEventLoop | None:
+    """The running event loop lent to this thread by :func:`call_lending_loop`, else None."""
+    loop = _LENT.loop
+    return loop if loop is not None and not loop.is_closed() else None
+
+
+async def call_lending_loop(func: Callable[[], Any]) -> Any:
+    """Await func(), run on a helper thread that awaits on the caller's own event loop.
+
+    func is synchronous and may block (the timing and observing machinery is); while it runs, the
+    caller's loop stays free, and every await it makes through an event-loop runner here
+    (:class:`_AsyncRounds`, hence measure() of a coroutine function) runs as a task on the
+    caller's loop, so objects bound to that loop work. func runs in a copy of the caller's
+    context (contextvars). Its exception, of any kind, is raised here."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError("this needs a running asyncio event loop (await it in an asyncio or "
+                           "anyio-on-asyncio test); elsewhere use the synchronous form") from None
+    done: asyncio.Future = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(error: BaseException | None, value: Any) -> None:
+        if done.done():  # the awaiting task was cancelled
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(value)
+
+    def helper_thread_main() -> None:
+        _LENT.loop = loop
+        try:
+            value, error = context.run(func), None
+        except BaseException as exc:  # handed to the awaiting task
+            value, error = None, exc
+        finally:
+            _LENT.loop = None
+        try:
+            loop.call_soon_threadsafe(settle, error, value)
+        except RuntimeError:  # the loop was closed meanwhile: nobody is waiting
+            pass
+
+    threading.Thread(target=helper_thread_main, name="pyagentbench-beside-loop", daemon=True).start()
+    return await done
 
 
 def _calibrate_loops(runner: Any, min_round_ns: float) -> tuple[int, float]:

@@ -4,6 +4,7 @@ memory, CPU, allocation and throughput metrics stored in the benchmark's ``extra
 from __future__ import annotations
 
 import array
+import asyncio
 import contextlib
 import gc
 import inspect
@@ -12,7 +13,14 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from .. import _native
 from ..instruments.observe import ResourceWindow, count_allocs_any, observe, timing_metrics
 from ..instruments.resources import AllocCounter
-from ..instruments.timers import DEFAULT_MIN_ROUND_TIME, Measurement, _AsyncRounds, call_outside_event_loop
+from ..instruments.timers import (
+    DEFAULT_MIN_ROUND_TIME,
+    Measurement,
+    _AsyncRounds,
+    borrowed_loop,
+    call_lending_loop,
+    call_outside_event_loop,
+)
 from ..results.metrics import EXTRA_INFO_KEY
 
 __all__ = ["AgentBenchmark", "FixtureSettings"]
@@ -65,6 +73,11 @@ class AgentBenchmark:
     and after them allocations and bytes per call in a separate counting pass; all of it goes to
     ``extra_info["agentbench"]``. Use it once per test for timing (call or :meth:`pedantic`);
     :meth:`throughput` may be added.
+
+    Every form works inside a running event loop (an async test, a notebook kernel), awaiting on
+    a loop of its own on a helper thread. Async tests can instead await :meth:`acall`,
+    :meth:`apedantic` and :meth:`athroughput`, which await on the test's own loop and record the
+    same keys.
     """
 
     def __init__(self, benchmark: Any, settings: FixtureSettings, on_record: Callable[["AgentBenchmark"], None]):
@@ -271,8 +284,6 @@ class AgentBenchmark:
         Returns the LoadResult; if every task failed, the test fails with the first exception.
         Under --benchmark-disable (and xdist) the load still runs once, so assertions on the
         result hold, but nothing is recorded."""
-        from ..agents.load import run_load  # the agent layer, imported on use
-
         payloads = list(payloads)
         call, is_async = _load_callable(target)
         claim = not self._timed and not self._benchmark._mode
@@ -281,8 +292,8 @@ class AgentBenchmark:
         if not self.enabled:
             # A load run is already a single run: do it, so the test's assertions on the
             # LoadResult still hold, but record nothing.
-            result = run_load(target, payloads, concurrency=concurrency, duration=duration, rate=rate,
-                              timeout=timeout, progress=False)
+            result = _load_run(target, is_async, payloads, concurrency=concurrency,
+                               duration=duration, rate=rate, timeout=timeout)
             _fail_if_all_failed(result)
             return result
         service_ns: list[int] = []
@@ -293,8 +304,8 @@ class AgentBenchmark:
             enabled=self._settings.resources and "peak_rss_bytes" not in self.record,
         )
         with _gc_paused(self._benchmark._disable_gc), window:
-            result = run_load(call, payloads, concurrency=concurrency, duration=duration, rate=rate,
-                              timeout=timeout, progress=False)
+            result = _load_run(call, is_async, payloads, concurrency=concurrency, duration=duration,
+                               rate=rate, timeout=timeout)
         if claim and service_ns:
             stats = self._benchmark._make_stats(1)
             stats.options["timer"] = "pyagentbench.now_ns"
@@ -307,6 +318,87 @@ class AgentBenchmark:
         finally:  # a broken budget must not hide that nothing worked
             _fail_if_all_failed(result)
         return result
+
+    # ---- awaitable forms, for async tests ----
+
+    async def acall(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``await agent_benchmark.acall(fn, *args, **kwargs)``: the fixture call for async tests.
+
+        Times fn like ``agent_benchmark(fn, ...)`` does, records the same keys into
+        pytest-benchmark's stats and ``extra_info`` under the same options, and returns fn's
+        result; but fn's awaits run on the test's own event loop, so a client, session or lock
+        the test made on that loop works inside fn. The timing and observing machinery runs on a
+        helper thread meanwhile (the loop stays free to run fn), so plain functions, and
+        ``setup``, run on that thread too. Needs a running asyncio loop (pytest-asyncio, or anyio
+        on its asyncio backend)."""
+        if not callable(fn):
+            raise TypeError(f"agent_benchmark.acall(): fn must be callable, not {type(fn).__name__}")
+        return await _on_test_loop("acall", lambda: self(fn, *args, **kwargs))
+
+    async def apedantic(
+        self,
+        fn: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        setup: Callable[[], Any] | None = None,
+        rounds: int = 1,
+        iterations: int = 1,
+        warmup_rounds: int = 0,
+    ) -> Any:
+        """``await agent_benchmark.apedantic(fn, ...)``: :meth:`pedantic` for async tests, with
+        fn's awaits on the test's own event loop (see :meth:`acall`). Same arguments, checks and
+        record; ``setup`` is a plain function, run on the helper thread before each round."""
+        if not callable(fn):
+            raise TypeError(f"agent_benchmark.apedantic(): fn must be callable, not {type(fn).__name__}")
+        return await _on_test_loop("apedantic", lambda: self.pedantic(
+            fn, args, kwargs, setup=setup, rounds=rounds, iterations=iterations,
+            warmup_rounds=warmup_rounds))
+
+    async def athroughput(
+        self,
+        target: Callable[..., Any],
+        payloads: Iterable[Any],
+        concurrency: int = 10,
+        duration: float | None = None,
+        rate: float | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """``await agent_benchmark.athroughput(target, payloads, ...)``: :meth:`throughput` for
+        async tests. An async target (a coroutine function, an async Agent) runs as
+        ``concurrency`` tasks on the test's own event loop (:func:`pyagentbench.arun_load`); a
+        plain one on worker threads, as in :meth:`throughput`. Records the same keys and returns
+        the LoadResult."""
+        return await _on_test_loop("athroughput", lambda: self.throughput(
+            target, payloads, concurrency=concurrency, duration=duration, rate=rate,
+            timeout=timeout))
+
+
+async def _on_test_loop(name: str, form: Callable[[], Any]) -> Any:
+    """Run a synchronous form of the fixture on a helper thread whose awaits go to the awaiting
+    test's event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            f"agent_benchmark.{name}() must be awaited in an async test on an asyncio event loop "
+            "(pytest-asyncio, or anyio's asyncio backend); call the synchronous form elsewhere"
+        ) from None
+    return await call_lending_loop(form)
+
+
+def _load_run(target: Any, is_async: bool, payloads: list, **options: Any) -> Any:
+    """run_load(target, ...), wherever the caller is: an async target runs on the test's own loop
+    under :meth:`AgentBenchmark.athroughput` (arun_load there), and on a loop of its own on a
+    helper thread when this thread already runs one (throughput() from an async test)."""
+    from ..agents.load import arun_load, run_load  # the agent layer, imported on use
+
+    lent = borrowed_loop()
+    if lent is not None and is_async:
+        running = arun_load(target, payloads, progress=False, **options)
+        return asyncio.run_coroutine_threadsafe(running, lent).result()
+    if is_async:  # run_load makes a loop of its own, which a running one forbids
+        return call_outside_event_loop(lambda: run_load(target, payloads, progress=False, **options))
+    return run_load(target, payloads, progress=False, **options)
 
 
 def _load_callable(target: Any) -> tuple[Callable[[Any], Any], bool]:

@@ -2,9 +2,12 @@
 
 ``%abench agent.run(task)`` times a statement like ``%timeit`` does, with the native loop, and also
 reports peak RSS and allocations per call. A statement whose value is awaitable (``%abench
-llm.acomplete(p)``, or written ``%abench await llm.acomplete(p)``) is awaited on each call. ``%%abench`` times a cell; code on the magic's own line
-runs once first, as setup. Both return an :class:`AbenchResult`, which shows as a compact table in
-a notebook and is usable in code (``r = %abench f()``; ``r.measurement.median``).
+llm.acomplete(p)``, or written ``%abench await llm.acomplete(p)``) is awaited on each call; so is a
+``%%abench`` cell that awaits (its body becomes an ``async def``). The awaits run on an event loop
+of the measurement's own, on a helper thread when the kernel's loop is running. ``%%abench``
+times a cell; code on the magic's own line runs once first, as setup. Both return an
+:class:`AbenchResult`, which shows as a compact table in a notebook and is usable in code (``r =
+%abench f()``; ``r.measurement.median``).
 
 Options: ``-r ROUNDS``, ``-n LOOPS``, ``-t MAX_TIME`` (seconds), ``--no-allocs``,
 ``--no-resources``.
@@ -13,7 +16,9 @@ Options: ``-r ROUNDS``, ``-n LOOPS``, ``-t MAX_TIME`` (seconds), ``--no-allocs``
 from __future__ import annotations
 
 import argparse
+import ast
 import html
+import inspect
 import shlex
 import textwrap
 from typing import Any
@@ -110,9 +115,19 @@ def _split_options(line: str) -> tuple[argparse.Namespace, str]:
     return namespace, rest.strip()
 
 
+def _has_top_level_await(source: str) -> bool:
+    """True if source awaits outside any function (``await``, ``async for``, ``async with``)."""
+    try:
+        code = compile(source, "<abench>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    except SyntaxError:
+        return False  # reported when the function is compiled, in the user's own words
+    return bool(code.co_flags & inspect.CO_COROUTINE)
+
+
 def _compile_function(body: str, namespace: dict[str, Any], returns_value: bool) -> Any:
     """A function whose globals are the user's namespace, running body (returning its value if
-    body is one expression and returns_value)."""
+    body is one expression and returns_value). A body that awaits becomes an ``async def``, whose
+    every call the measurement awaits."""
     source = body
     if returns_value:
         try:
@@ -120,31 +135,34 @@ def _compile_function(body: str, namespace: dict[str, Any], returns_value: bool)
             source = f"return ({body})"
         except SyntaxError:
             pass
-    code = "def __abench_target__():\n" + textwrap.indent(source or "pass", "    ") + "\n"
+    define = "async def" if _has_top_level_await(body) else "def"
+    code = f"{define} __abench_target__():\n" + textwrap.indent(source or "pass", "    ") + "\n"
     local: dict[str, Any] = {}
     exec(compile(code, "<abench>", "exec"), namespace, local)
     return local["__abench_target__"]
 
 
 def _run(statement: str, options: argparse.Namespace, namespace: dict[str, Any],
-         returns_value: bool, magic: str = "%abench") -> AbenchResult:
+         returns_value: bool, magic: str = "%abench", shown: str | None = None) -> AbenchResult:
+    """Time statement; the result names it as shown (what the user typed), if given."""
     target = _compile_function(statement, namespace, returns_value)
     measure_options = {k: v for k, v in (("rounds", options.rounds), ("loops", options.loops),
                                          ("max_time", options.max_time)) if v is not None}
     observation = observe(target, resources_on=options.resources, allocs_on=options.allocs,
                           **measure_options)
-    return AbenchResult(statement, observation, magic)
+    return AbenchResult(statement if shown is None else shown, observation, magic)
 
 
 def abench_line(line: str, namespace: dict[str, Any]) -> AbenchResult:
     """``%abench [options] statement`` against *namespace*."""
     options, statement = _split_options(line)
+    typed = statement
     if statement.startswith("await "):
         # The timed function awaits whatever the statement returns, so `await` is implied.
         statement = statement[len("await "):].strip()
     if not statement:
         raise ValueError("%abench needs a statement, e.g. %abench agent.run(task)")
-    return _run(statement, options, namespace, returns_value=True)
+    return _run(statement, options, namespace, returns_value=True, shown=typed)
 
 
 def abench_cell(line: str, cell: str, namespace: dict[str, Any]) -> AbenchResult:

@@ -80,3 +80,50 @@ def test_unknown_option_is_one_clear_error(shell, capsys):
     with pytest.raises(ValueError, match="bad options"):
         shell.run_line_magic("abench", "-x 3 len('a')")
     assert "usage" not in capsys.readouterr().err
+
+
+def test_cell_that_awaits_is_timed_as_a_coroutine(shell):
+    shell.run_cell("import asyncio\nasync def co(x):\n    await asyncio.sleep(0.001)\n    return x")
+    result = shell.run_cell_magic("abench", "-r 3 -n 2", "value = await co(7)\nassert value == 7\n")
+    assert result.measurement.rounds == 3 and result.measurement.loops == 2
+    assert result.measurement.min >= 0.9e-3  # each call awaited its 1 ms sleep
+    assert repr(result).startswith("%%abench value = await co(7)")
+
+
+def test_line_result_names_the_statement_as_typed(shell):
+    shell.run_cell("async def co(x):\n    return x")
+    assert repr(shell.run_line_magic("abench", "-r 2 -n 1 await co(1)")).startswith("%abench await co(1)")
+
+
+def test_magics_work_while_an_event_loop_runs(shell):
+    """A notebook kernel runs the cell inside its event loop; asyncio.run stands in for it here."""
+    import asyncio
+
+    shell.run_cell("import asyncio\nasync def co(x):\n    await asyncio.sleep(0.001)\n    return x")
+
+    async def in_a_kernel():
+        line = shell.run_line_magic("abench", "-r 3 -n 1 await co(5)")
+        cell = shell.run_cell_magic("abench", "-r 3 -n 1", "assert await co(6) == 6\n")
+        return line, cell
+
+    line, cell = asyncio.run(in_a_kernel())
+    assert line.result == 5 and line.measurement.min >= 0.9e-3
+    assert cell.measurement.min >= 0.9e-3
+    assert line.metrics["allocs_per_call"] > 0 and cell.metrics["allocs_per_call"] > 0
+
+
+def test_cell_with_async_for_and_async_with_is_awaited(shell):
+    shell.run_cell(
+        "import asyncio, contextlib\n"
+        "async def ticks(n):\n"
+        "    for i in range(n):\n"
+        "        await asyncio.sleep(0.0005)\n"
+        "        yield i\n"
+        "@contextlib.asynccontextmanager\n"
+        "async def session():\n"
+        "    await asyncio.sleep(0.0005)\n"
+        "    yield 'open'\n"
+    )
+    body = "async with session() as s:\n    assert s == 'open'\nasync for i in ticks(2):\n    pass\n"
+    result = shell.run_cell_magic("abench", "-r 3 -n 1 --no-allocs", body)
+    assert result.measurement.min >= 1.4e-3  # three 0.5 ms sleeps awaited in each call
