@@ -85,6 +85,20 @@ def test_slow_calls_are_found_inside_the_rounds_and_in_a_separate_pass(monkeypat
     assert 0.9 * SLOW_S / 50 <= m.mean <= 0.2 * m.p99
 
 
+def test_async_p99_is_the_slow_calls_time():
+    count = [0]
+
+    async def lookup():
+        count[0] += 1
+        if count[0] % 50 == 0:
+            busy(SLOW_S)
+
+    m = measure(lookup, max_time=0.5)
+    assert m.loops > 1
+    assert SLOW_S * 0.9 <= m.p99 <= SLOW_S * 1.1
+    assert m.max >= SLOW_S
+
+
 def test_tails_of_a_100ns_function_are_near_its_rounds():
     def about_100ns():
         total = 0
@@ -358,3 +372,28 @@ def test_the_notebook_table_shows_the_per_call_tail_and_stream_times():
     plain = AbenchResult("f()", observe(lambda: None, rounds=3, loops=10, resources_on=False,
                                         allocs_on=False))
     assert "first item" not in [name for name, _ in plain.rows()]
+
+
+def test_per_call_and_stream_loops_do_not_leak():
+    from leakcheck import rss_growth_bytes
+
+    calls = _native.Histogram()
+    slots = array.array("q", bytes(8 * 5))
+    out = array.array("q", bytes(8 * 10))
+
+    def three(x, *, y):
+        yield x
+        yield [y]
+        yield x
+
+    def op(n):
+        # n calls a batch: per-call timing, streams kept on the final call, and raised errors.
+        _native.time_rounds(three, ("a",), {"y": 2}, n // 10, out, calls, slots)
+        _native.time_rounds(lambda: [1], (), None, n // 10, out, calls)
+        try:
+            _native.time_rounds(lambda: 5, (), None, 1, out, None, slots)
+        except TypeError:
+            pass
+
+    assert rss_growth_bytes(op, 1_000_000) < 4 * 2**20
+    assert calls.memory_bytes == _native.Histogram().memory_bytes
