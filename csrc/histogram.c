@@ -352,6 +352,26 @@ hist_out_of_range(int64_t highest, int64_t value, PyObject *passed, const char *
     return -1;
 }
 
+int
+pab_histogram_check(PyObject *op)
+{
+    return is_histogram(op);
+}
+
+int
+pab_histogram_record_value(PyObject *op, int64_t value)
+{
+    HistogramObject *self = (HistogramObject *)op;
+    PAB_OBJECT_LOCK(self);
+    int64_t highest = self->hist.highest;
+    int rc = hist_record_checked(&self->hist, value, 1);
+    PAB_OBJECT_UNLOCK(self);
+    if (rc == -2) {
+        rc = hist_out_of_range(highest, value, NULL, "Histogram.record()");
+    }
+    return rc < 0 ? -1 : 0;
+}
+
 static PyObject *
 histogram_record(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {

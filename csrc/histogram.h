@@ -90,4 +90,12 @@ pab_hist_record_in_range(pab_hist *h, int64_t value, int64_t count)
 /* A new Histogram object holding a copy of h; NULL with an exception set on failure. */
 PyObject *pab_histogram_from_hist(pab_state *state, const pab_hist *h);
 
+/* For other components' native loops (runner.c): 1 if op is a Histogram object, else 0. */
+int pab_histogram_check(PyObject *op);
+
+/* Records value once into the Histogram object op (which must pass pab_histogram_check) under its
+ * lock, with its out-of-range policy, as Histogram.record(value) would. Returns 0, or -1 with
+ * ValueError (outside the range with clamp=False) or OverflowError set. Needs the GIL. */
+int pab_histogram_record_value(PyObject *op, int64_t value);
+
 #endif /* PYAGENTBENCH_HISTOGRAM_H */

@@ -34,7 +34,16 @@ class Timer:
 
 # ---- runner.c ----
 
-def time_rounds(fn: Any, args: tuple[Any, ...], kwargs: Optional[dict[str, Any]], loops: int, out: Any, /) -> Any: ...
+def time_rounds(
+    fn: Any,
+    args: tuple[Any, ...],
+    kwargs: Optional[dict[str, Any]],
+    loops: int,
+    out: Any,
+    calls: Optional["Histogram"] = None,
+    streams: Any = None,
+    /,
+) -> Any: ...
 
 # ---- sampler.c (Linux only: Sampler; rss functions everywhere, OSError without procfs) ----
 

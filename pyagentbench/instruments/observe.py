@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from . import resources
-from .timers import (SLOW_CALL_TIME, Measurement, _AsyncRounds, call_outside_event_loop,
+from .timers import (SLOW_CALL_TIME, Measurement, _AsyncRounds, call_outside_event_loop, consuming,
                      measure_with_result)
 
 __all__ = ["ResourceWindow", "Observation", "observe", "count_allocs_any", "DEFAULT_SAMPLE_INTERVAL"]
@@ -166,8 +166,13 @@ class Observation:
 
 
 def timing_metrics(m: Measurement) -> dict[str, Any]:
-    """The Measurement's per-call statistics as record keys (seconds)."""
-    return {
+    """The Measurement's per-call statistics as record keys (seconds).
+
+    ``mean_s`` and ``median_s`` are over the rounds; ``p95_s``, ``p99_s`` and ``max_s`` over
+    single calls (``tail_calls`` of them; ``per_call_pass``: timed in a separate pass after the
+    rounds). A stream (generator or async generator) adds ``ttft_s`` (mean time to its first
+    item), ``inter_item_s`` (mean time between items) and ``items_per_call``."""
+    metrics: dict[str, Any] = {
         "mean_s": m.mean,
         "median_s": m.median,
         "p95_s": m.p95,
@@ -175,7 +180,16 @@ def timing_metrics(m: Measurement) -> dict[str, Any]:
         "max_s": m.max,
         "loops": m.loops,
         "rounds": m.rounds,
+        "tail_calls": m.calls.count if m.calls is not None else m.rounds,
+        "per_call_pass": m.per_call_pass,
     }
+    if m.items_per_call is not None:
+        metrics["items_per_call"] = m.items_per_call
+        if m.ttft is not None:
+            metrics["ttft_s"] = m.ttft
+        if m.inter_item is not None:
+            metrics["inter_item_s"] = m.inter_item
+    return metrics
 
 
 def observe(
@@ -196,7 +210,8 @@ def observe(
     metrics.update(timing_metrics(measurement))
     if allocs_on:
         slow = measurement.loops == 1 and min(measurement.rounds_ns) >= SLOW_CALL_TIME * 1e9
-        allocs, nbytes = count_allocs_any(fn, tuple(args), dict(kwargs) if kwargs else None,
+        counted = consuming(fn) if measurement.items_per_call is not None else fn
+        allocs, nbytes = count_allocs_any(counted, tuple(args), dict(kwargs) if kwargs else None,
                                           measurement.loops, single=slow)
         measurement.allocs_per_call, measurement.bytes_per_call = allocs, nbytes
         metrics["allocs_per_call"] = allocs

@@ -1,8 +1,10 @@
 """Timing: the Timer, the native measure() loop and its result, Measurement.
 
 measure() calls a function in a C loop (vectorcall), times each round of ``loops`` calls with
-now_ns(), and returns per-call statistics computed over the rounds. Calibration and defaults live
-here; the loop itself is ``pyagentbench._native.time_rounds``.
+now_ns(), and returns per-call statistics: the mean, median and spread over the rounds (exact for
+means), and the tails (p95, p99, max) over single calls, each timed on its own. Generators and
+async generators are consumed inside the timed call, with the time to their first item and between
+items. Calibration and defaults live here; the loop itself is ``pyagentbench._native.time_rounds``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..results.units import format_duration, format_rate
 __all__ = [
     "Timer",
     "Measurement",
+    "StreamTimes",
     "measure",
     "measure_with_result",
     "call_outside_event_loop",
@@ -34,6 +37,10 @@ __all__ = [
     "DEFAULT_MAX_ROUNDS",
     "DEFAULT_WARMUP_ROUNDS",
     "SLOW_CALL_TIME",
+    "PER_CALL_IN_ROUND_FACTOR",
+    "PER_CALL_PASS_SHARE",
+    "PER_CALL_PASS_MIN_CALLS",
+    "PER_CALL_PASS_MAX_CALLS",
 ]
 
 #: Seconds a measure() run aims to last when ``rounds`` is not given.
@@ -49,6 +56,17 @@ DEFAULT_WARMUP_ROUNDS = 1
 #: A call at least this long (seconds) is slow: its first call is the calibration and the warm-up,
 #: so a slow target costs one call more than its rounds, as pytest-benchmark's loop does.
 SLOW_CALL_TIME = 0.010
+
+#: Calls at least this many times the cost of timing one call on its own (two clock reads and a
+#: histogram record) are timed one by one inside the timed rounds, which then cost under 0.1% more.
+#: Faster calls get a separate per-call pass after the rounds instead, so their means stay exact.
+PER_CALL_IN_ROUND_FACTOR = 1000
+#: The separate per-call pass makes this share of the timed rounds' calls, at least
+#: PER_CALL_PASS_MIN_CALLS (or as many as the rounds made, if fewer) and at most
+#: PER_CALL_PASS_MAX_CALLS.
+PER_CALL_PASS_SHARE = 0.1
+PER_CALL_PASS_MIN_CALLS = 5_000
+PER_CALL_PASS_MAX_CALLS = 1_000_000
 
 _CALIBRATION_STEPS = 16
 
@@ -92,14 +110,69 @@ def _percentile(sorted_values: Sequence[float], p: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * fraction
 
 
+class StreamTimes:
+    """Item timings of consumed generators, summed over the calls timed one by one.
+
+    ``ttft`` is the mean seconds from a call's start to its first item, ``inter_item`` the mean
+    seconds between consecutive items (first to last item, over the gaps), ``items_per_call`` the
+    mean number of items; None when no timed call yielded (two items, for ``inter_item``).
+    ``slots`` is the int64 buffer the native loop adds to: calls timed, calls with items, items,
+    ns to first items, ns from first to last items.
+    """
+
+    __slots__ = ("slots",)
+
+    def __init__(self) -> None:
+        self.slots = array.array("q", bytes(8 * 5))
+
+    def add(self, first_ns: int | None, span_ns: int, items: int) -> None:
+        """Add one timed call: ns from its start to its first item (None: no item), ns from its
+        first to its last item, and how many items it yielded."""
+        s = self.slots
+        s[0] += 1
+        if items > 0 and first_ns is not None:
+            s[1] += 1
+            s[2] += items
+            s[3] += max(0, first_ns)
+            s[4] += max(0, span_ns)
+
+    @property
+    def calls(self) -> int:
+        return self.slots[0]
+
+    @property
+    def ttft(self) -> float | None:
+        with_items = self.slots[1]
+        return self.slots[3] * 1e-9 / with_items if with_items else None
+
+    @property
+    def inter_item(self) -> float | None:
+        gaps = self.slots[2] - self.slots[1]
+        return self.slots[4] * 1e-9 / gaps if gaps > 0 else None
+
+    @property
+    def items_per_call(self) -> float | None:
+        calls = self.slots[0]
+        return self.slots[2] / calls if calls else None
+
+
 class Measurement:
-    """Result of :func:`measure`: per-round timings and per-call statistics.
+    """Result of :func:`measure`: per-round timings and per-call statistics, in seconds.
 
     ``rounds_ns`` holds each round's total nanoseconds (an ``array.array('q')``, which supports the
-    buffer protocol). Every statistic is per call, in seconds, taken over the rounds' per-call means
-    (round ns / loops): ``min``, ``max``, ``mean``, ``median``, ``stddev`` (sample), ``iqr``,
-    ``p95``, ``p99``, and ``ops`` (calls per second, 1 / mean). ``allocs_per_call`` and
-    ``bytes_per_call`` are set when allocation counting was asked for, else None.
+    buffer protocol). ``min``, ``mean``, ``median``, ``stddev`` (sample) and ``iqr`` are taken over
+    the rounds' per-call means (round ns / loops), as pytest-benchmark does; ``ops`` is 1 / mean.
+
+    The tails are per call: ``p95`` and ``p99`` are percentiles of single calls, each timed on its
+    own (``calls``, a Histogram of ns, holds them; when a round is one call and fn is no stream,
+    the rounds are the single calls and ``calls`` is None). ``max`` is the slowest call seen: the
+    larger of the slowest single call and the slowest round mean. ``per_call_pass`` says the
+    single calls came from a separate pass after the rounds (fast calls) rather than the rounds.
+
+    For a generator or async generator fn (consumed inside each call): ``ttft`` (mean seconds to
+    the first item), ``inter_item`` (mean seconds between items) and ``items_per_call``; None
+    otherwise. ``allocs_per_call`` and ``bytes_per_call`` are set when allocation counting was
+    asked for, else None.
     """
 
     __slots__ = (
@@ -116,30 +189,55 @@ class Measurement:
         "p99",
         "ops",
         "total",
+        "calls",
+        "per_call_pass",
+        "ttft",
+        "inter_item",
+        "items_per_call",
         "allocs_per_call",
         "bytes_per_call",
     )
 
-    def __init__(self, rounds_ns: array.array, loops: int) -> None:
+    def __init__(
+        self,
+        rounds_ns: array.array,
+        loops: int,
+        calls: Any = None,
+        streams: StreamTimes | None = None,
+        per_call_pass: bool = False,
+    ) -> None:
         if len(rounds_ns) == 0:
             raise ValueError("Measurement needs at least one round")
         if loops < 1:
             raise ValueError(f"loops must be >= 1, got {loops}")
+        if calls is not None and not isinstance(calls, _native.Histogram):
+            raise TypeError(f"Measurement: calls must be a Histogram or None, not {type(calls).__name__}")
         self.rounds_ns = rounds_ns
         self.loops = loops
         self.rounds = len(rounds_ns)
         per_call = sorted(ns * 1e-9 / loops for ns in rounds_ns)
         n = len(per_call)
         self.min = per_call[0]
-        self.max = per_call[-1]
         self.mean = math.fsum(per_call) / n
         self.median = _percentile(per_call, 50)
         self.stddev = (
             math.sqrt(math.fsum((x - self.mean) ** 2 for x in per_call) / (n - 1)) if n > 1 else 0.0
         )
         self.iqr = _percentile(per_call, 75) - _percentile(per_call, 25)
-        self.p95 = _percentile(per_call, 95)
-        self.p99 = _percentile(per_call, 99)
+        if calls is not None and calls.count > 0:
+            self.calls = calls
+            self.p95 = calls.percentile(95) * 1e-9
+            self.p99 = calls.percentile(99) * 1e-9
+            self.max = max(calls.max * 1e-9, per_call[-1])
+        else:
+            self.calls = None
+            self.p95 = _percentile(per_call, 95)
+            self.p99 = _percentile(per_call, 99)
+            self.max = per_call[-1]
+        self.per_call_pass = bool(per_call_pass and self.calls is not None)
+        self.ttft = streams.ttft if streams is not None else None
+        self.inter_item = streams.inter_item if streams is not None else None
+        self.items_per_call = streams.items_per_call if streams is not None else None
         self.ops = 1.0 / self.mean if self.mean > 0 else math.inf
         self.total = sum(rounds_ns) * 1e-9
         self.allocs_per_call: float | None = None
@@ -164,6 +262,11 @@ class Measurement:
             "p99": self.p99,
             "ops": self.ops,
             "total": self.total,
+            "tail_calls": self.calls.count if self.calls is not None else self.rounds,
+            "per_call_pass": self.per_call_pass,
+            "ttft": self.ttft,
+            "inter_item": self.inter_item,
+            "items_per_call": self.items_per_call,
             "allocs_per_call": self.allocs_per_call,
             "bytes_per_call": self.bytes_per_call,
         }
@@ -178,6 +281,10 @@ class Measurement:
             f"median {format_duration(self.median)}, min {format_duration(self.min)}, "
             f"p99 {format_duration(self.p99)}, {format_rate(self.ops)}"
         )
+        if self.ttft is not None:
+            text += f", first item {format_duration(self.ttft)}"
+        if self.inter_item is not None:
+            text += f", {format_duration(self.inter_item)} between items"
         if self.allocs_per_call is not None:
             text += f", {self.allocs_per_call:.4g} allocs/call"
         return text + ">"
@@ -220,25 +327,133 @@ def _clock_overhead_ns() -> float:
 _CLOCK_OVERHEAD_NS: float | None = None
 
 
+def _python_clock_cost_ns() -> int:
+    """What one ``now_ns()`` call made from Python adds to an interval it closes: the median of
+    back-to-back calls. Subtracted from each call timed by the async loop."""
+    global _PYTHON_CLOCK_COST_NS
+    if _PYTHON_CLOCK_COST_NS is None:
+        now_ns = _native.now_ns
+        deltas = []
+        for _ in range(201):
+            a = now_ns()
+            b = now_ns()
+            deltas.append(b - a)
+        deltas.sort()
+        _PYTHON_CLOCK_COST_NS = deltas[len(deltas) // 2]
+    return _PYTHON_CLOCK_COST_NS
+
+
+_PYTHON_CLOCK_COST_NS: int | None = None
+
+
+def _drain(iterator: Any, start_ns: int, keep: bool, streams: StreamTimes | None,
+           cost_ns: int) -> tuple[list | None, int]:
+    """Consume a generator to its end (from Python), timing its items into streams if given.
+    Returns (its items if keep, else None; how many clock reads were made)."""
+    now_ns = _native.now_ns
+    items: list | None = [] if keep else None
+    n, first, last = 0, 0, 0
+    for item in iterator:
+        if streams is not None:
+            last = now_ns()
+            if n == 0:
+                first = last
+        n += 1
+        if items is not None:
+            items.append(item)
+    if streams is None:
+        return items, 0
+    streams.add(first - start_ns - cost_ns if n else None, last - first - (n - 1) * cost_ns, n)
+    return items, n
+
+
+async def _adrain(agen: Any, start_ns: int, keep: bool, streams: StreamTimes | None,
+                  cost_ns: int) -> tuple[list | None, int]:
+    """:func:`_drain` for an async generator."""
+    now_ns = _native.now_ns
+    items: list | None = [] if keep else None
+    n, first, last = 0, 0, 0
+    async for item in agen:
+        if streams is not None:
+            last = now_ns()
+            if n == 0:
+                first = last
+        n += 1
+        if items is not None:
+            items.append(item)
+    if streams is None:
+        return items, 0
+    streams.add(first - start_ns - cost_ns if n else None, last - first - (n - 1) * cost_ns, n)
+    return items, n
+
+
+def consuming(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """fn, consuming the generator it returns to its end (returns None), or returning a
+    coroutine that consumes the async generator it returns; other values pass through. For passes
+    that call fn as plain code, e.g. counting allocations: a stream's cost is its consumption."""
+
+    def consume(*args: Any, **kwargs: Any) -> Any:
+        value = fn(*args, **kwargs)
+        if inspect.isgenerator(value):
+            for _ in value:
+                pass
+            return None
+        if inspect.isasyncgen(value):
+            return _aconsume(value)
+        return value
+
+    return consume
+
+
+async def _aconsume(agen: Any) -> None:
+    async for _ in agen:
+        pass
+
+
 # ---- round runners: sync through the C loop, async on one persistent event loop ----
+#
+# run(loops, rounds, calls=None, streams=None) times `rounds` rounds of `loops` calls and returns
+# their ns. calls (a Histogram): also time each call on its own into it. streams (a StreamTimes):
+# fn's values are streams, timed item by item into it when calls is given; a stream runner consumes
+# its values either way, and its result is the final call's list of items.
 
 
 class _SyncRounds:
-    def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict | None) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict | None,
+                 stream: bool = False) -> None:
         self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.stream = stream
         self.result: Any = None
 
-    def run(self, loops: int, rounds: int) -> array.array:
+    @property
+    def per_call_cost_ns(self) -> float:
+        """About what timing each call on its own adds to it: two clock reads and a record."""
+        return 3.0 * _clock_overhead_ns()
+
+    def run(self, loops: int, rounds: int, calls: Any = None,
+            streams: StreamTimes | None = None) -> array.array:
         out = array.array("q", bytes(8 * rounds))
-        self.result = _native.time_rounds(self.fn, self.args, self.kwargs, loops, out)
+        if self.stream:
+            slots = streams.slots if streams is not None and calls is not None else _scratch_slots()
+            self.result = _native.time_rounds(self.fn, self.args, self.kwargs, loops, out, calls,
+                                              slots)
+        elif calls is not None:
+            self.result = _native.time_rounds(self.fn, self.args, self.kwargs, loops, out, calls)
+        else:
+            self.result = _native.time_rounds(self.fn, self.args, self.kwargs, loops, out)
         return out
 
     def close(self) -> None:
         pass
 
 
+def _scratch_slots() -> array.array:
+    return array.array("q", bytes(8 * 5))
+
+
 class _AsyncRounds:
     """Runs every round on one event loop, timing ``loops`` awaits per round inside the loop.
+    ``stream``: fn returns async generators, consumed inside each call.
 
     The loop is, in order: the loop lent to this thread by :func:`call_lending_loop` (an async
     test's own loop, running on another thread; borrowed, never closed here); else a new loop
@@ -248,8 +463,10 @@ class _AsyncRounds:
     through :meth:`_complete`.
     """
 
-    def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict | None) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict | None,
+                 stream: bool = False) -> None:
         self.fn, self.args, self.kwargs = fn, args, kwargs or {}
+        self.stream = stream
         self.result: Any = None
         self._loop_thread: threading.Thread | None = None
         lent = borrowed_loop()
@@ -262,6 +479,12 @@ class _AsyncRounds:
             self._loop_thread = threading.Thread(target=_serve_loop, args=(self.loop,), daemon=True,
                                                  name="pyagentbench-event-loop")
             self._loop_thread.start()
+
+    @property
+    def per_call_cost_ns(self) -> float:
+        """About what timing each call on its own adds to it: two now_ns() calls from Python
+        and a record."""
+        return 4.0 * _python_clock_cost_ns()
 
     async def _rounds(self, loops: int, rounds: int) -> array.array:
         fn, args, kwargs, now_ns = self.fn, self.args, self.kwargs, _native.now_ns
@@ -281,8 +504,39 @@ class _AsyncRounds:
             return self.loop.run_until_complete(coroutine)
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
-    def run(self, loops: int, rounds: int) -> array.array:
-        return self._complete(self._rounds(loops, rounds))
+    async def _rounds_per_call(self, loops: int, rounds: int, calls: Any,
+                               streams: StreamTimes | None) -> array.array:
+        """Rounds whose calls are each timed too (calls), or consumed as streams, or both."""
+        fn, args, kwargs, now_ns = self.fn, self.args, self.kwargs, _native.now_ns
+        stream = self.stream
+        timed_streams = streams if calls is not None else None
+        cost = _python_clock_cost_ns() if calls is not None else 0
+        out = array.array("q", bytes(8 * rounds))
+        result = None
+        last_round, last_loop = rounds - 1, loops - 1
+        for r in range(rounds):
+            start = now_ns()
+            for i in range(loops):
+                keep = r == last_round and i == last_loop
+                call_start = now_ns() if calls is not None else 0
+                if stream:
+                    value, reads = await _adrain(fn(*args, **kwargs), call_start, keep,
+                                                 timed_streams, cost)
+                else:
+                    value, reads = await fn(*args, **kwargs), 0
+                if calls is not None:
+                    calls.record(max(0, now_ns() - call_start - (1 + reads) * cost))
+                if keep:
+                    result = value
+            out[r] = now_ns() - start
+        self.result = result
+        return out
+
+    def run(self, loops: int, rounds: int, calls: Any = None,
+            streams: StreamTimes | None = None) -> array.array:
+        if calls is None and not self.stream:
+            return self._complete(self._rounds(loops, rounds))
+        return self._complete(self._rounds_per_call(loops, rounds, calls, streams))
 
     def run_awaitable(self, awaitable: Any) -> Any:
         """Await one awaitable on this runner's loop and return its result."""
@@ -342,6 +596,12 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     )
 
 
+def _is_async_stream(fn: Callable[..., Any]) -> bool:
+    return inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(
+        getattr(fn, "__call__", None)
+    )
+
+
 def measure(
     fn: Callable[..., Any],
     args: Sequence[Any] = (),
@@ -368,8 +628,15 @@ def measure(
 
     Coroutine functions (and callables returning awaitables) are awaited, every round on one
     event loop created for the run; if this thread already runs an event loop, the measurement
-    runs on a helper thread. An exception from fn propagates unchanged; Ctrl-C stops the loop at
-    once, even when fn is a fast C function.
+    runs on a helper thread. Generators and async generators fn returns are consumed to their end
+    inside the timed call (``ttft``, ``inter_item``, ``items_per_call``). An exception from fn
+    propagates unchanged; Ctrl-C stops the loop at once, even when fn is a fast C function.
+
+    The tails (``p95``, ``p99``, ``max``) are per call: calls of at least
+    ``PER_CALL_IN_ROUND_FACTOR`` x the cost of timing one call (~30 us) are each timed inside the
+    rounds; faster calls in a separate pass after the rounds (``PER_CALL_PASS_SHARE`` of their
+    calls, between ``PER_CALL_PASS_MIN_CALLS`` and ``PER_CALL_PASS_MAX_CALLS``), so that the
+    rounds' means stay exact.
     """
     return measure_with_result(
         fn, args, kwargs, rounds=rounds, loops=loops, warmup_rounds=warmup_rounds,
@@ -390,7 +657,8 @@ def measure_with_result(
     min_rounds: int | None = None,
     warmup_calls: int | None = None,
 ) -> tuple[Measurement, Any]:
-    """:func:`measure`, also returning what the final timed call returned (awaited if async).
+    """:func:`measure`, also returning what the final timed call returned (awaited if async; the
+    list of its items if it returned a generator or async generator).
 
     ``warmup_calls`` (pytest-benchmark's ``--benchmark-warmup-iterations`` when its warm-up is
     on) replaces ``warmup_rounds``: untimed rounds of the calibrated loop count until that many
@@ -412,19 +680,26 @@ def measure_with_result(
     call_kwargs = dict(kwargs) if kwargs else None
 
     plan = _Plan(rounds, loops, warmup_rounds, min_round_time, max_time, min_rounds, warmup_calls)
+    if _is_async_stream(fn):
+        return _measure_async(fn, call_args, call_kwargs, plan, stream=True)
     if _is_async(fn):
         return _measure_async(fn, call_args, call_kwargs, plan)
     # One probe call tells a plain function from one that returns awaitables (a lambda or
-    # partial around a coroutine function); it also warms fn up, and its time tells a slow
-    # target, for which it is the calibration as well.
+    # partial around a coroutine function) or streams; it also warms fn up, and its time tells a
+    # slow target, for which it is the calibration as well.
     start = _native.now_ns()
     probe = fn(*call_args, **(call_kwargs or {}))
+    stream = inspect.isgenerator(probe)
+    if stream:
+        _drain(probe, start, False, None, 0)
     probe_ns = _native.now_ns() - start
+    if inspect.isasyncgen(probe):
+        return _measure_async(fn, call_args, call_kwargs, plan, stream=True)
     if inspect.isawaitable(probe):
         _close_awaitable(probe)
         return _measure_async(fn, call_args, call_kwargs, plan)
     del probe
-    runner = _SyncRounds(fn, call_args, call_kwargs)
+    runner = _SyncRounds(fn, call_args, call_kwargs, stream=stream)
     return _run(runner, plan, probe_ns)
 
 
@@ -434,9 +709,9 @@ def _close_awaitable(awaitable: Any) -> None:
         close()
 
 
-def _measure_async(fn, args, kwargs, plan: "_Plan"):
+def _measure_async(fn, args, kwargs, plan: "_Plan", stream: bool = False):
     def run() -> tuple[Measurement, Any]:
-        runner = _AsyncRounds(fn, args, kwargs)
+        runner = _AsyncRounds(fn, args, kwargs, stream=stream)
         try:
             return _run(runner, plan, None)
         finally:
@@ -584,4 +859,59 @@ def _run(runner, plan: _Plan, probe_ns: int | None) -> tuple[Measurement, Any]:
         fit = int(max_time * 1e9 / max(round_ns, 1.0))
         floor = DEFAULT_MIN_ROUNDS if min_rounds is None else min_rounds
         rounds = max(min(fit, DEFAULT_MAX_ROUNDS), floor)
-    return Measurement(runner.run(loops, rounds), loops), runner.result
+    tails = _PerCallTails(runner, loops)
+    in_round = tails.wanted and round_ns is not None and tails.in_rounds(round_ns / loops)
+    rounds_ns = runner.run(loops, rounds, *tails.arguments(in_round))
+    result = runner.result
+    tails.finish(rounds * loops)
+    return tails.measurement(rounds_ns), result
+
+
+class _PerCallTails:
+    """Where a run's per-call tails (and stream item times) come from, and the separate per-call
+    pass when the calls are too fast to time one by one inside the timed rounds.
+
+    Wanted when a round holds more than one call or fn is a stream (otherwise the rounds already are
+    the single calls). The caller times its rounds with :meth:`arguments` (for the rounds it chose to
+    time per call, see :meth:`in_rounds`), then calls :meth:`finish`, which runs the separate pass
+    if no timed round was timed per call.
+    """
+
+    def __init__(self, runner: Any, loops: int) -> None:
+        self.runner = runner
+        self.loops = loops
+        self.stream = bool(getattr(runner, "stream", False))
+        self.wanted = loops > 1 or self.stream
+        self.calls = _native.Histogram() if self.wanted else None
+        self.streams = StreamTimes() if self.stream else None
+        self.per_call_pass = False
+
+    def in_rounds(self, call_ns: float) -> bool:
+        """Whether calls of about call_ns each are slow enough to be timed one by one inside the
+        timed rounds (timing them costs under 1/PER_CALL_IN_ROUND_FACTOR of a call)."""
+        return call_ns >= PER_CALL_IN_ROUND_FACTOR * self.runner.per_call_cost_ns
+
+    def arguments(self, per_call: bool) -> tuple[Any, StreamTimes | None]:
+        """The (calls, streams) arguments of runner.run() for a timed round."""
+        if not (self.wanted and per_call):
+            return None, None
+        return self.calls, self.streams
+
+    def finish(self, timed_calls: int) -> None:
+        """Run the separate per-call pass if the timed rounds timed no call on its own. The
+        runner's result (the final timed call's) is kept."""
+        if not self.wanted or self.calls.count > 0:
+            return
+        calls = min(timed_calls, PER_CALL_PASS_MAX_CALLS,
+                    max(PER_CALL_PASS_MIN_CALLS, math.ceil(PER_CALL_PASS_SHARE * timed_calls)))
+        result = self.runner.result
+        try:
+            self.runner.run(self.loops, max(1, math.ceil(calls / self.loops)), self.calls,
+                            self.streams)
+        finally:
+            self.runner.result = result
+        self.per_call_pass = True
+
+    def measurement(self, rounds_ns: array.array, loops: int | None = None) -> Measurement:
+        return Measurement(rounds_ns, self.loops if loops is None else loops, calls=self.calls,
+                           streams=self.streams, per_call_pass=self.per_call_pass)

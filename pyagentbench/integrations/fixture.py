@@ -16,10 +16,17 @@ from ..instruments.resources import AllocCounter
 from ..instruments.timers import (
     DEFAULT_MIN_ROUND_TIME,
     Measurement,
+    StreamTimes,
     _AsyncRounds,
+    _PerCallTails,
+    _SyncRounds,
+    _adrain,
+    _drain,
+    _python_clock_cost_ns,
     borrowed_loop,
     call_lending_loop,
     call_outside_event_loop,
+    consuming,
 )
 from ..results.metrics import EXTRA_INFO_KEY
 
@@ -199,69 +206,106 @@ class AgentBenchmark:
             call_args, call_kwargs = arguments()
             return _run_once(fn, call_args, call_kwargs)
 
-        # Whether fn's results must be awaited is known up front for coroutine functions; for other
-        # callables the first call tells (its awaitable is awaited inside that call's timing).
-        async_runner: _AsyncRounds | None = (
-            _AsyncRounds(fn, (), None) if inspect.iscoroutinefunction(fn) else None
-        )
-        known = async_runner is not None
-        out = array.array("q", [0])
+        # Whether fn's results must be awaited, or are streams to consume, is known up front for
+        # coroutine, generator and async generator functions; for other callables the first call
+        # tells (its value is awaited or consumed inside that call's timing).
+        runner: Any = None
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            runner = _AsyncRounds(fn, (), None, stream=inspect.isasyncgenfunction(fn))
+        elif inspect.isgeneratorfunction(fn):
+            runner = _SyncRounds(fn, (), None, stream=True)
         rounds_ns = array.array("q")
         result: Any = None
+        # Per-call tails: the first call is timed on its own, and tells whether calls are slow
+        # enough to be timed one by one in the rounds (with setup they always are: every round is
+        # one call with its own arguments); if not, a separate pass times them after the rounds.
+        tails: _PerCallTails | None = None
+        per_call = False
 
-        def calls(n: int, call_args: tuple, call_kwargs: dict) -> int:
+        def calls(n: int, call_args: tuple, call_kwargs: dict, timed: bool) -> int:
             nonlocal result
-            if async_runner is not None:
-                async_runner.args, async_runner.kwargs = call_args, call_kwargs
-                elapsed = async_runner.run(n, 1)[0]
-                result = async_runner.result
-                return elapsed
-            result = _native.time_rounds(fn, call_args, call_kwargs or None, n, out)
-            return out[0]
+            runner.args, runner.kwargs = call_args, call_kwargs
+            elapsed = runner.run(n, 1, *tails.arguments(per_call and timed))[0]
+            result = runner.result
+            return elapsed
 
-        def one_round(call_args: tuple, call_kwargs: dict) -> int:
-            nonlocal result, async_runner, known
-            if known:
-                return calls(iterations, call_args, call_kwargs)
-            known = True
-            start = _native.now_ns()
-            value = fn(*call_args, **call_kwargs)
-            if inspect.isawaitable(value):
-                async_runner = _AsyncRounds(fn, (), None)
-                value = async_runner.run_awaitable(value)
-            elapsed = _native.now_ns() - start
-            result = value
+        def first_call(call_args: tuple, call_kwargs: dict, timed: bool) -> int:
+            """The run's first call: made, timed on its own (into a scratch Histogram and
+            StreamTimes, kept if it is a timed one and calls are timed in the rounds), and the
+            per-call mode decided."""
+            nonlocal result, runner, tails, per_call
+            scratch_calls, scratch_streams = _native.Histogram(), StreamTimes()
+            if runner is not None:
+                runner.args, runner.kwargs = call_args, call_kwargs
+                elapsed = runner.run(1, 1, scratch_calls, scratch_streams if runner.stream else None)[0]
+                result = runner.result
+            else:
+                cost = _python_clock_cost_ns()
+                start = _native.now_ns()
+                value = fn(*call_args, **call_kwargs)
+                reads = 0
+                if inspect.isasyncgen(value):
+                    runner = _AsyncRounds(fn, (), None, stream=True)
+                    value, reads = runner.run_awaitable(_adrain(value, start, True, scratch_streams, cost))
+                elif inspect.isawaitable(value):
+                    runner = _AsyncRounds(fn, (), None)
+                    value = runner.run_awaitable(value)
+                elif inspect.isgenerator(value):
+                    runner = _SyncRounds(fn, (), None, stream=True)
+                    value, reads = _drain(value, start, True, scratch_streams, cost)
+                else:
+                    runner = _SyncRounds(fn, (), None)
+                elapsed = _native.now_ns() - start
+                scratch_calls.record(max(0, elapsed - (1 + reads) * cost))
+                result = value
+            tails = _PerCallTails(runner, iterations)
+            per_call = tails.wanted and (setup is not None or tails.in_rounds(elapsed))
+            if per_call and timed:
+                tails.calls.merge(scratch_calls)
+                if tails.streams is not None:
+                    tails.streams.slots[:] = scratch_streams.slots
+            return elapsed
+
+        def one_round(call_args: tuple, call_kwargs: dict, timed: bool = True) -> int:
+            if tails is not None:
+                return calls(iterations, call_args, call_kwargs, timed)
+            elapsed = first_call(call_args, call_kwargs, timed)
             if iterations > 1:
-                elapsed += calls(iterations - 1, call_args, call_kwargs)
+                elapsed += calls(iterations - 1, call_args, call_kwargs, timed)
             return elapsed
 
         metrics: dict[str, Any] = {}
         try:
             with _gc_paused(self._benchmark._disable_gc):
                 for _ in range(warmup_rounds):
-                    one_round(*arguments())
+                    one_round(*arguments(), timed=False)
                 window = ResourceWindow(self._settings.sample_interval,
                                         enabled=self._settings.resources)
                 with window:
                     for _ in range(rounds):
                         rounds_ns.append(one_round(*arguments()))
             metrics.update(window.metrics)
-            measurement = Measurement(rounds_ns, iterations)
+            with _gc_paused(self._benchmark._disable_gc):
+                kept = result
+                tails.finish(rounds * iterations)
+                result = kept
+            measurement = tails.measurement(rounds_ns)
             metrics.update(timing_metrics(measurement))
             if self._settings.allocs:
                 call_args, call_kwargs = arguments()
+                counted = consuming(fn) if runner.stream else fn
                 with _gc_paused(self._benchmark._disable_gc):
-                    if async_runner is not None:
-                        allocs, nbytes = count_allocs_any(fn, call_args, call_kwargs, 1)
+                    if isinstance(runner, _AsyncRounds):
+                        allocs, nbytes = count_allocs_any(counted, call_args, call_kwargs, 1)
                     else:
                         counter = AllocCounter()
                         with counter:
-                            fn(*call_args, **call_kwargs)
+                            counted(*call_args, **call_kwargs)
                         allocs, nbytes = float(counter.allocs), float(counter.bytes)
                 metrics["allocs_per_call"], metrics["bytes_per_call"] = allocs, nbytes
         finally:
-            if async_runner is not None:
-                async_runner.close()
+            if isinstance(runner, _AsyncRounds):
+                runner.close()
         self._store_rounds(measurement)
         self._store(metrics)
         return result

@@ -46,10 +46,14 @@ class AbenchResult:
             ("mean ± std", f"{format_duration(m.mean)} ± {format_duration(m.stddev)}"),
             ("median", format_duration(m.median)),
             ("min … max", f"{format_duration(m.min)} … {format_duration(m.max)}"),
-            ("p99", format_duration(m.p99)),
+            ("p99 (per call)", format_duration(m.p99)),
             ("ops", format_rate(m.ops)),
             ("rounds × loops", f"{m.rounds} × {m.loops}"),
         ]
+        if m.ttft is not None:
+            rows.append(("first item", format_duration(m.ttft)))
+        if m.inter_item is not None:
+            rows.append(("between items", format_duration(m.inter_item)))
         if "peak_rss_bytes" in self.metrics:
             rows.append(("peak RSS", format_bytes(self.metrics["peak_rss_bytes"])))
             rows.append(("RSS delta", format_bytes(self.metrics["rss_delta_bytes"])))

@@ -15,8 +15,10 @@ from pyagentbench import Measurement, Timer, measure, now_ns
 
 
 def _busy(seconds):
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
+    """Spin until this thread has used ``seconds`` of CPU (not of wall time: on a busy machine
+    the thread may get less than a core)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
         pass
 
 
@@ -160,8 +162,9 @@ def test_measure_calls_fn_with_args_and_kwargs_exactly_as_asked():
 
     result = measure(record, [1, 2], {"c": 3}, rounds=4, loops=5, warmup_rounds=2)
     assert result.rounds == 4 and result.loops == 5
-    # One probe call, then the warmup and timed rounds.
-    assert len(seen) == 1 + (2 + 4) * 5
+    # One probe call, then the warmup and timed rounds, then the per-call pass of a fast call
+    # (as many calls as the timed rounds made, being fewer than PER_CALL_PASS_MIN_CALLS).
+    assert len(seen) == 1 + (2 + 4) * 5 + 4 * 5
     assert set(seen) == {(1, 2, 3)}
 
 
@@ -184,12 +187,12 @@ def test_measure_statistics_match_the_rounds():
     per_call = sorted(ns * 1e-9 / result.loops for ns in result.rounds_ns)
     assert result.rounds == len(result.rounds_ns)
     assert result.min == per_call[0]
-    assert result.max == per_call[-1]
+    assert result.max >= per_call[-1]  # the slowest single call: at least the slowest round mean
     assert result.mean == pytest.approx(statistics.fmean(per_call))
     assert result.median == pytest.approx(statistics.median(per_call))
     assert result.stddev == pytest.approx(statistics.stdev(per_call))
     assert result.ops == pytest.approx(1 / result.mean)
-    assert result.min <= result.p95 <= result.p99 <= result.max
+    assert result.p95 <= result.p99 <= result.max
 
 
 def test_measurement_statistics_on_known_rounds():
@@ -247,7 +250,8 @@ def test_measure_awaits_what_a_plain_callable_returns():
 
     result = measure(lambda: step(), rounds=3, loops=4, warmup_rounds=0)
     assert result.rounds == 3
-    assert len(calls) == 12  # the probe's coroutine is closed, never run
+    # The probe's coroutine is closed, never run; 12 timed awaits, 12 more in the per-call pass.
+    assert len(calls) == 12 + 12
 
 
 def test_measure_inside_a_running_event_loop():

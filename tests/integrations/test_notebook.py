@@ -72,7 +72,7 @@ def test_awaiting_statements_show_the_html_table(executed, name, caption):
     page = _result(outputs)["text/html"]
     assert page.startswith("<table class='pyagentbench-abench'>")
     assert f"<code>{caption}" in page
-    for row in ("median", "p99", "peak RSS", "allocs/call"):
+    for row in ("median", "p99 (per call)", "peak RSS", "allocs/call"):
         assert f">{row}<" in page, row
 
 
