@@ -540,10 +540,18 @@ class MockLLM(_SeededMock):
             raise exc
         tokens_out = estimate_tokens(response)
         self._record(LLMCall(index, prompt, response, tokens_in, tokens_out, total, wait, None, streamed))
-        with self._lock:
-            self._tokens_in += tokens_in
-            self._tokens_out += tokens_out
         report_tokens(tokens_in, tokens_out)
+
+    def _record(self, call: Any) -> None:
+        # _SeededMock._record plus the token totals, under one acquisition of the lock.
+        with self._lock:
+            self._log.append(call)
+            self._recorded += 1
+            if call.error is not None:
+                self._failed += 1
+            else:
+                self._tokens_in += call.tokens_in
+                self._tokens_out += call.tokens_out
 
     def _chunks(self, response: str) -> list[str]:
         size = 4 * self.stream_chunk_tokens
