@@ -1,4 +1,5 @@
-/* RSS from procfs: statm with pread on a descriptor kept open, VmHWM from status, clear_refs. */
+/* RSS from procfs: statm with pread on a descriptor kept open, VmHWM from status, clear_refs; and
+ * malloc_trim() where the C library is glibc. */
 #ifndef _GNU_SOURCE /* Python.h's pyconfig.h defines it too */
 #define _GNU_SOURCE 1
 #endif
@@ -6,6 +7,25 @@
 
 #include <errno.h>
 #include <string.h>
+
+/* <errno.h> pulls in <features.h> on glibc, which defines __GLIBC__; musl and the BSD and macOS
+ * libcs have no malloc_trim(). */
+#if defined(__GLIBC__)
+#include <malloc.h>
+#define PAB_HAVE_MALLOC_TRIM 1
+#else
+#define PAB_HAVE_MALLOC_TRIM 0
+#endif
+
+int
+pab_trim_heap(void)
+{
+#if PAB_HAVE_MALLOC_TRIM
+    return malloc_trim(0) ? 1 : 0;
+#else
+    return -1;
+#endif
+}
 
 #if PAB_HAVE_PROCFS_RSS
 #include <fcntl.h>

@@ -1,7 +1,8 @@
-/* Reading the process's resident set size (RSS) and its high-water mark from procfs (Linux).
+/* Reading the process's resident set size (RSS) and its high-water mark from procfs (Linux), and
+ * handing the C heap's free memory back to the OS before a measurement starts.
  *
  * Shared by sampler.c (the sampler thread reads RSS without the GIL) and the module-level rss(),
- * peak_rss() and reset_peak_rss() functions. Nothing here touches the Python API. */
+ * peak_rss(), reset_peak_rss() and trim_heap() functions. Nothing here touches the Python API. */
 #ifndef PYAGENTBENCH_RSS_H
 #define PYAGENTBENCH_RSS_H
 
@@ -32,5 +33,12 @@ int64_t pab_status_field_bytes(const char *name);
  * Returns 1 on success, 0 where the kernel or its configuration does not permit it, -1 with errno set
  * on any other failure. */
 int pab_reset_peak_rss(void);
+
+/* Hands the C heap's free memory back to the OS: glibc's malloc_trim(0), which shrinks the top of
+ * the main heap and madvise(MADV_DONTNEED)s every whole free page inside each malloc arena, so memory
+ * that earlier code freed stops counting in RSS. Returns 1 if it released something, 0 if it ran
+ * and found nothing to release, -1 where the allocator has no such call (not glibc). Takes the
+ * allocator's arena locks, never the GIL: call it with the GIL released. */
+int pab_trim_heap(void);
 
 #endif /* PYAGENTBENCH_RSS_H */

@@ -1,6 +1,6 @@
 /* Sampler: a background pthread that samples this process's RSS (/proc/self/statm, pread on a
  * descriptor kept open) and process CPU time at a fixed absolute cadence into a preallocated ring.
- * Also the module functions rss(), peak_rss_hwm() and reset_peak_rss_hwm().
+ * Also the module functions rss(), status_field(), reset_peak_rss_hwm() and trim_heap().
  *
  * The CPU figures leave the sampler thread's own CPU out: each sample subtracts what the thread
  * has used so far (its CLOCK_THREAD_CPUTIME_ID, read by the thread itself, and read a last time
@@ -694,6 +694,23 @@ reset_peak_rss_hwm(PyObject *module, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(status);
 }
 
+static PyObject *
+trim_heap_function(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    int64_t before, after;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    before = pab_rss_bytes();
+    status = pab_trim_heap();
+    after = pab_rss_bytes();
+    Py_END_ALLOW_THREADS
+    int64_t released = 0;
+    if (status >= 0 && before >= 0 && after >= 0 && before > after) {
+        released = before - after;
+    }
+    return Py_BuildValue("(OL)", status >= 0 ? Py_True : Py_False, (long long)released);
+}
+
 static PyMethodDef rss_functions[] = {
     {"rss", rss_function, METH_NOARGS,
      "rss() -> int\n--\n\nResident set size in bytes, from /proc/self/statm."},
@@ -703,6 +720,11 @@ static PyMethodDef rss_functions[] = {
     {"reset_peak_rss_hwm", reset_peak_rss_hwm, METH_NOARGS,
      "reset_peak_rss_hwm() -> bool\n--\n\nReset the kernel's RSS high-water mark (VmHWM). False "
      "where that is not permitted."},
+    {"trim_heap", trim_heap_function, METH_NOARGS,
+     "trim_heap() -> (bool, int)\n--\n\nHand the C heap's free memory back to the OS (glibc "
+     "malloc_trim(0)), with the GIL released. Returns (ran, rss_bytes_released): ran is False, and "
+     "nothing is done, where the C library has no malloc_trim; the bytes are the RSS drop seen "
+     "in /proc/self/statm around the call (0 where statm cannot be read)."},
     {NULL, NULL, 0, NULL},
 };
 

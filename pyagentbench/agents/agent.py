@@ -6,9 +6,12 @@ tasks on the running event loop, fed by a small priority queue). An async agent'
 the running loop: used from a new loop, it starts new workers there. Every task goes through the
 same steps: optional cache lookup, optional circuit breaker, ``handle``, metrics.
 
-Metrics are kept per worker (no lock on the hot path) and merged by :meth:`Agent.metrics`.
-Latencies and queue waits are recorded in native :class:`~pyagentbench.Histogram` objects, in
-nanoseconds. ``run()`` on a sync agent hands the workers chunks of the batch, not one queue item
+Counters are kept per worker (no lock on the hot path) and summed by :meth:`Agent.metrics`; a worker
+keeps its counters across restarts, so their number is bounded by ``workers``. Latencies and queue
+waits are recorded, in nanoseconds, in two native :class:`~pyagentbench.Histogram` objects per
+agent that every worker shares: recording is one C call (serialised by the GIL, or by the
+histogram's own mutex on free-threaded builds), and the agent's memory does not grow with its
+workers or with the event loops it has run on. ``run()`` on a sync agent hands the workers chunks of the batch, not one queue item
 and one Future per task, which keeps the per-task overhead to a few hundred nanoseconds.
 """
 
@@ -100,7 +103,8 @@ class AgentMetrics:
 
 
 class _Stats:
-    """One worker's counters; only that worker writes them."""
+    """One worker's counters; only that worker writes them. ``latency`` and ``queue_wait`` are the
+    agent's shared histograms, referenced here so the hot paths reach them in one lookup."""
 
     __slots__ = (
         "completed",
@@ -116,12 +120,12 @@ class _Stats:
         "queue_wait",
     )
 
-    def __init__(self, histogram_type: Any) -> None:
+    def __init__(self, latency: Any, queue_wait: Any) -> None:
         self.completed = self.failed = self.cache_hits = self.cache_misses = 0
         self.tokens_in = self.tokens_out = self.tokens_saved = 0
         self.first_ns = self.last_ns = 0
-        self.latency = histogram_type()
-        self.queue_wait = histogram_type()
+        self.latency = latency
+        self.queue_wait = queue_wait
 
 
 class _Failed:
@@ -492,8 +496,13 @@ class Agent:
         self._breaker = breaker
         self._state = "created"
         self._lifecycle = threading.Lock()
+        # One pair of histograms per agent, shared by every worker (see the module docstring).
+        self._latency = Histogram()
+        self._queue_wait = Histogram()
         self._all_stats: list[_Stats] = []
         self._free_stats: list[_Stats] = []
+        self._worker_stats: dict[int, _Stats] = {}  # by worker index, kept across restarts
+        self._stats_lock = threading.Lock()  # not _lifecycle: stop() holds that while joining workers
         self._extra = self._new_stats()  # tokens recorded outside any task
         self._busy: list[int] = []
         self._threads: list[threading.Thread] = []
@@ -535,8 +544,17 @@ class Agent:
     # ---- stats ----
 
     def _new_stats(self) -> _Stats:
-        stats = _Stats(Histogram)
+        stats = _Stats(self._latency, self._queue_wait)
         self._all_stats.append(stats)
+        return stats
+
+    def _stats_of_worker(self, index: int) -> _Stats:
+        """Worker ``index``'s counters: made when that worker first runs, then reused by the
+        workers that replace it (after stop() and start(), or on a new event loop)."""
+        with self._stats_lock:
+            stats = self._worker_stats.get(index)
+            if stats is None:
+                stats = self._worker_stats[index] = self._new_stats()
         return stats
 
     def _borrow_stats(self) -> _Stats:
@@ -546,9 +564,10 @@ class Agent:
             return self._new_stats()
 
     def metrics(self) -> AgentMetrics:
-        """Merge every worker's counters and histograms into an :class:`AgentMetrics`."""
-        latency = Histogram()
-        waits = Histogram()
+        """Sum every worker's counters, and snapshot the agent's histograms, into an
+        :class:`AgentMetrics`."""
+        latency = self._latency.copy()
+        waits = self._queue_wait.copy()
         totals = dict.fromkeys(
             ("completed", "failed", "cache_hits", "cache_misses", "tokens_in", "tokens_out", "tokens_saved"), 0
         )
@@ -559,8 +578,6 @@ class Agent:
             if stats.first_ns and (not first or stats.first_ns < first):
                 first = stats.first_ns
             last = max(last, stats.last_ns)
-            latency.merge(stats.latency)
-            waits.merge(stats.queue_wait)
         done = totals["completed"] + totals["failed"]
         active = (last - first) * 1e-9 if first and last > first else 0.0
         return AgentMetrics(
@@ -863,7 +880,7 @@ class Agent:
         return self
 
     def _worker_main(self, index: int) -> None:
-        stats = self._new_stats()
+        stats = self._stats_of_worker(index)
         token_sink.set(stats)
         get = self._queue.get
         busy = self._busy
@@ -980,7 +997,7 @@ class Agent:
         self._queue = None
 
     async def _aworker_main(self, index: int) -> None:
-        stats = self._new_stats()
+        stats = self._stats_of_worker(index)
         token_sink.set(stats)  # this worker task's own context
         q = self._queue
         heap = q.heap

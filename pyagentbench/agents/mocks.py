@@ -2,7 +2,10 @@
 
 Both draw their latencies and failures from a private ``random.Random(seed)`` in call order, so the
 same seed and the same sequence of calls give the same latencies, responses and failures every run.
-Every call is recorded (``calls``) for assertions.
+The last ``keep_calls`` calls are recorded (``calls``, default the last
+:data:`DEFAULT_KEEP_CALLS`) for assertions; counters (``call_count``, ``failure_count``, and a
+MockLLM's ``tokens_in`` / ``tokens_out``) cover every call. A bounded log keeps the mock's own
+memory flat however many calls a benchmark makes, so the mock never shows up in the code's peak.
 
 Latency is spent in ``time.sleep`` (sync calls) or ``asyncio.sleep`` (async calls), so a waiting mock
 never holds the GIL or blocks the event loop. ``latency_scale`` multiplies every wait: ``0`` runs the
@@ -32,6 +35,7 @@ from typing import Any, AsyncIterator, Callable, Iterator, Optional, Sequence, U
 from ._tokens import estimate_tokens, report_tokens
 
 __all__ = [
+    "DEFAULT_KEEP_CALLS",
     "MockLLM",
     "MockTool",
     "LLMCall",
@@ -46,6 +50,25 @@ __all__ = [
     "RateLimitError",
     "estimate_tokens",
 ]
+
+
+#: How many of the latest calls a mock keeps in ``calls`` when ``keep_calls`` is not given. A
+#: record costs about 500 bytes (more with long prompts), so 100 cost ~50 KiB per mock, whatever the
+#: number of calls; enough for a test's assertions on its calls, and far below any memory gate.
+DEFAULT_KEEP_CALLS = 100
+
+
+def _check_keep_calls(keep_calls: Any) -> Optional[int]:
+    if keep_calls is None:
+        return None
+    if isinstance(keep_calls, bool) or not isinstance(keep_calls, numbers.Integral):
+        raise TypeError(
+            f"keep_calls must be an int (how many of the latest calls to keep) or None (keep every "
+            f"call), not {type(keep_calls).__name__}"
+        )
+    if keep_calls < 0:
+        raise ValueError(f"keep_calls must be >= 0 (0 keeps none, None keeps all), got {keep_calls}")
+    return int(keep_calls)
 
 
 class MockLLMError(Exception):
@@ -339,16 +362,20 @@ class ToolCall:
 class _SeededMock:
     """Call numbering, seeded draws, scaled sleeping and the call record shared by the mocks."""
 
-    def __init__(self, latency: LatencySpec, failure_rate: float, seed: Any, failure: Any, latency_scale: float) -> None:
+    def __init__(self, latency: LatencySpec, failure_rate: float, seed: Any, failure: Any,
+                 latency_scale: float, keep_calls: Optional[int] = DEFAULT_KEEP_CALLS) -> None:
         self.latency_model = _latency_model(latency)
         self.failure_rate = _check_rate("failure_rate", failure_rate)
         self.failure = _check_failure(failure)
         self.latency_scale = _check_seconds("latency_scale", latency_scale)
+        self.keep_calls = _check_keep_calls(keep_calls)
         self.seed = seed
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._index = 0
-        self.calls: list = []
+        self._log: collections.deque = collections.deque(maxlen=self.keep_calls)
+        self._recorded = 0
+        self._failed = 0
 
     def _draw(self) -> tuple[int, float, bool]:
         """Number this call and draw its latency then its failure, always in that order."""
@@ -361,19 +388,42 @@ class _SeededMock:
 
     def _record(self, call: Any) -> None:
         with self._lock:
-            self.calls.append(call)
+            self._log.append(call)
+            self._recorded += 1
+            if call.error is not None:
+                self._failed += 1
 
     def reset(self) -> None:
-        """Forget recorded calls and restart the seeded sequence from the beginning."""
+        """Forget recorded calls and counts, and restart the seeded sequence from the beginning."""
         with self._lock:
             self._rng = random.Random(self.seed)
             self._index = 0
-            self.calls = []
+            self._log.clear()
+            self._recorded = 0
+            self._failed = 0
+
+    @property
+    def calls(self) -> list:
+        """The last ``keep_calls`` recorded calls, oldest first (a new list; ``calls[i].index`` is the
+        call's number among all calls)."""
+        with self._lock:
+            return list(self._log)
 
     @property
     def call_count(self) -> int:
-        """Number of recorded calls."""
-        return len(self.calls)
+        """Number of recorded calls, all of them (also those no longer in :attr:`calls`)."""
+        return self._recorded
+
+    @property
+    def failure_count(self) -> int:
+        """Number of recorded calls that raised, all of them."""
+        return self._failed
+
+    @property
+    def calls_dropped(self) -> int:
+        """Recorded calls no longer kept in :attr:`calls` (``call_count - len(calls)``)."""
+        with self._lock:
+            return self._recorded - len(self._log)
 
 
 # ---- MockLLM ----
@@ -393,7 +443,9 @@ class MockLLM(_SeededMock):
     at most this many calls run at once; others wait in line and the wait is recorded.
     ``rate_limit``: requests per second (bursts up to that many); excess calls raise
     :class:`RateLimitError` at once, measured on ``clock`` (``time.monotonic``; a test can pass its
-    own). ``latency_scale`` multiplies every wait (0: none).
+    own). ``latency_scale`` multiplies every wait (0: none). ``keep_calls``: how many of the
+    latest calls :attr:`calls` keeps (default :data:`DEFAULT_KEEP_CALLS`; ``None`` keeps every
+    call, which grows by about 500 bytes a call); the counters cover every call either way.
     """
 
     def __init__(
@@ -410,8 +462,11 @@ class MockLLM(_SeededMock):
         latency_scale: float = 1.0,
         stream_chunk_tokens: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        keep_calls: Optional[int] = DEFAULT_KEEP_CALLS,
     ) -> None:
-        super().__init__(latency, failure_rate, seed, failure, latency_scale)
+        super().__init__(latency, failure_rate, seed, failure, latency_scale, keep_calls)
+        self._tokens_in = 0
+        self._tokens_out = 0
         if responses is None or callable(responses):
             self._responses: Any = responses
         elif isinstance(responses, (str, bytes)) or not isinstance(responses, collections.abc.Iterable):
@@ -486,6 +541,17 @@ class MockLLM(_SeededMock):
         tokens_out = estimate_tokens(response)
         self._record(LLMCall(index, prompt, response, tokens_in, tokens_out, total, wait, None, streamed))
         report_tokens(tokens_in, tokens_out)
+
+    def _record(self, call: Any) -> None:
+        # _SeededMock._record plus the token totals, under one acquisition of the lock.
+        with self._lock:
+            self._log.append(call)
+            self._recorded += 1
+            if call.error is not None:
+                self._failed += 1
+            else:
+                self._tokens_in += call.tokens_in
+                self._tokens_out += call.tokens_out
 
     def _chunks(self, response: str) -> list[str]:
         size = 4 * self.stream_chunk_tokens
@@ -572,13 +638,20 @@ class MockLLM(_SeededMock):
 
     @property
     def tokens_in(self) -> int:
-        """Prompt tokens of all successful calls."""
-        return sum(c.tokens_in for c in self.calls if c.error is None)
+        """Prompt tokens of all successful calls (also those no longer in :attr:`calls`)."""
+        return self._tokens_in
 
     @property
     def tokens_out(self) -> int:
-        """Response tokens of all successful calls."""
-        return sum(c.tokens_out for c in self.calls if c.error is None)
+        """Response tokens of all successful calls (also those no longer in :attr:`calls`)."""
+        return self._tokens_out
+
+    def reset(self) -> None:
+        """Forget recorded calls, counts and tokens, and restart the seeded sequence."""
+        super().reset()
+        with self._lock:
+            self._tokens_in = 0
+            self._tokens_out = 0
 
     @property
     def in_flight(self) -> int:
@@ -596,8 +669,8 @@ class MockTool(_SeededMock):
     """A deterministic tool stand-in: call it (``tool(*args, **kwargs)``) or ``await tool.acall(...)``.
 
     ``result`` is returned as is, or called with the call's arguments if it is callable.
-    ``latency``, ``failure_rate``, ``seed``, ``failure`` (default :class:`MockToolError`) and
-    ``latency_scale`` work as for :class:`MockLLM`.
+    ``latency``, ``failure_rate``, ``seed``, ``failure`` (default :class:`MockToolError`),
+    ``latency_scale`` and ``keep_calls`` work as for :class:`MockLLM`.
     """
 
     def __init__(
@@ -610,10 +683,11 @@ class MockTool(_SeededMock):
         *,
         failure: Any = MockToolError,
         latency_scale: float = 1.0,
+        keep_calls: Optional[int] = DEFAULT_KEEP_CALLS,
     ) -> None:
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, not {type(name).__name__}")
-        super().__init__(latency, failure_rate, seed, failure, latency_scale)
+        super().__init__(latency, failure_rate, seed, failure, latency_scale, keep_calls)
         self.name = name
         self.result = result
 

@@ -25,9 +25,22 @@ ALLOC_PASS_MAX_LOOPS = 1000
 
 
 class ResourceWindow:
-    """Context manager giving peak RSS, RSS delta and CPU % of what runs inside it.
+    """Context manager giving the memory and CPU of what runs inside it.
 
-    Peak RSS is exact where the kernel's high-water mark can be reset (Linux: VmHWM after writing
+    On entry it hands freed memory back to the OS (:func:`~.resources.trim_heap`: glibc's
+    ``malloc_trim(0)``), then resets the kernel's RSS high-water mark and starts a native Sampler,
+    so the start RSS is what is live, not what earlier code freed. ``metrics`` then holds:
+
+    - ``peak_rss_bytes``: the window's own peak, the highest RSS above the RSS at its start
+      (never negative). It does not depend on what ran before, which tests ran, what plugins
+      loaded, or how big a baseline file the process read.
+    - ``process_peak_rss_bytes``: the whole process's highest RSS in the window (the absolute
+      figure; ``peak_rss_bytes = process_peak_rss_bytes - start_rss_bytes``).
+    - ``start_rss_bytes``, ``rss_delta_bytes`` (end - start), ``heap_trimmed_bytes`` (what the
+      trim handed back on entry), ``cpu_percent``, ``cpu_time_s``, ``wall_time_s``, ``samples``,
+      ``sample_interval_s`` and ``peak_rss_source``.
+
+    The peak is exact where the kernel's high-water mark can be reset (Linux: VmHWM after writing
     to /proc/self/clear_refs); elsewhere it is the Sampler's peak, exact to its interval. With
     ``enabled=False`` it observes nothing and ``metrics`` stays empty, so callers need no branch.
     """
@@ -40,8 +53,10 @@ class ResourceWindow:
     def __enter__(self) -> "ResourceWindow":
         if not self.enabled:
             return self
-        self._kernel_peak = resources.reset_peak_rss()
+        # The Sampler's ring is allocated (and touched) here, before the start RSS is read.
         self._sampler = resources.Sampler(interval=self.interval)
+        self._trim = resources.trim_heap()
+        self._kernel_peak = resources.reset_peak_rss()
         self._sampler.start()
         return self
 
@@ -55,10 +70,13 @@ class ResourceWindow:
             kernel_peak = resources.peak_rss()
             if kernel_peak >= peak:
                 peak, source = kernel_peak, "VmHWM"
+        start = int(summary.start_rss)
         self.metrics = {
-            "peak_rss_bytes": int(peak),
+            "peak_rss_bytes": max(0, int(peak) - start),
+            "process_peak_rss_bytes": int(peak),
             "rss_delta_bytes": int(summary.rss_delta),
-            "start_rss_bytes": int(summary.start_rss),
+            "start_rss_bytes": start,
+            "heap_trimmed_bytes": int(self._trim.released_bytes),
             "cpu_percent": float(summary.cpu_percent),
             "cpu_time_s": float(summary.cpu_time),
             "wall_time_s": float(summary.wall_time),

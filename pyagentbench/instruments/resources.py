@@ -38,6 +38,8 @@ __all__ = [
     "rss",
     "peak_rss",
     "reset_peak_rss",
+    "trim_heap",
+    "HeapTrim",
     "sampler_info",
     "MIN_INTERVAL",
     "MAX_INTERVAL",
@@ -482,6 +484,37 @@ def peak_rss() -> int:
             return max(fallback.summary().peak_rss, rss())
     peak = _kernel_peak()
     return peak if peak is not None else rss()
+
+
+# ---- handing freed memory back to the OS ----
+
+
+class HeapTrim(NamedTuple):
+    """What :func:`trim_heap` did: ``ran`` (False where the C library cannot trim its heap) and
+    ``released_bytes`` (how far RSS fell across the call, from ``/proc/self/statm``; 0 where it
+    cannot be read)."""
+
+    ran: bool
+    released_bytes: int
+
+
+def trim_heap() -> HeapTrim:
+    """Hand memory that was freed but is still resident back to the OS, where the allocator allows.
+
+    With glibc this is ``malloc_trim(0)``: free pages inside the C heap (and the top of the heap)
+    are returned to the kernel, so RSS stops counting memory that earlier code freed. Python's own
+    small-object arenas are not touched: CPython returns an arena when it empties and keeps it
+    while any object in it lives. The GIL is released during the call. Elsewhere (musl, macOS,
+    Windows) it does nothing and returns ``HeapTrim(False, 0)``.
+
+    :class:`~pyagentbench.instruments.observe.ResourceWindow` calls it before each benchmark's
+    rounds, so their start RSS (the base of ``peak_rss``) is not inflated by what ran before.
+    """
+    native_trim = getattr(_native, "trim_heap", None)
+    if native_trim is None:  # pragma: no cover - the native module always has it
+        return HeapTrim(False, 0)
+    ran, released = native_trim()
+    return HeapTrim(bool(ran), int(released))
 
 
 def sampler_info() -> dict[str, Any]:

@@ -1,10 +1,14 @@
 """MockLLM and MockTool: seeded latency models, tokens, failures, limits, recording, GIL-free waits."""
 
 import asyncio
+import gc
+import itertools
 import threading
 import time
+import tracemalloc
 
 import pytest
+from leakcheck import rss_growth_bytes
 
 from pyagentbench.mocks import (
     Fixed,
@@ -18,6 +22,9 @@ from pyagentbench.mocks import (
     Replay,
     estimate_tokens,
 )
+
+
+MiB = 1 << 20
 
 
 def _latencies(mock):
@@ -54,14 +61,14 @@ def test_different_seeds_draw_different_latencies():
 
 
 def test_latency_models_have_the_expected_shape():
-    llm = MockLLM(latency=Normal(0.05, 0.01), seed=3, latency_scale=0)
+    llm = MockLLM(latency=Normal(0.05, 0.01), seed=3, latency_scale=0, keep_calls=None)
     for _ in range(2000):
         llm.complete("p")
     lat = _latencies(llm)
     mean = sum(lat) / len(lat)
     assert 0.049 < mean < 0.051
     assert min(lat) >= 0
-    llm = MockLLM(latency=LogNormal(0.02, 0.8), seed=3, latency_scale=0)
+    llm = MockLLM(latency=LogNormal(0.02, 0.8), seed=3, latency_scale=0, keep_calls=None)
     for _ in range(2001):
         llm.complete("p")
     lat = sorted(_latencies(llm))
@@ -294,6 +301,114 @@ def test_rate_limit_raises_past_the_budget_with_a_controlled_clock():
     with pytest.raises(RateLimitError):
         llm.complete("p")
     assert sum(isinstance(c.error, RateLimitError) for c in llm.calls) == 2
+
+
+# ---- the bounded call log ----
+
+
+def test_calls_keeps_the_last_n_and_the_counters_count_every_call():
+    llm = MockLLM(responses=["yes"], failure_rate=0.3, seed=5, keep_calls=10, latency_scale=0)
+    failures = 0
+    for i in range(25):
+        try:
+            llm.complete("abcdefgh")  # 2 tokens in, "yes" is 1 token out
+        except MockLLMError:
+            failures += 1
+    assert 0 < failures < 25
+    assert len(llm.calls) == 10
+    assert [c.index for c in llm.calls] == list(range(15, 25))
+    assert (llm.call_count, llm.calls_dropped, llm.failure_count) == (25, 15, failures)
+    assert (llm.tokens_in, llm.tokens_out) == (2 * (25 - failures), 25 - failures)
+
+
+def test_the_default_keeps_the_last_hundred_calls():
+    tool = MockTool("t", result=1)
+    for i in range(150):
+        tool(i)
+    assert len(tool.calls) == 100 == tool.keep_calls
+    assert tool.calls[0].args == (50,) and tool.calls[-1].args == (149,)
+    assert tool.call_count == 150 and tool.calls_dropped == 50
+    assert isinstance(tool.calls, list) and tool.calls[-3:][0].args == (147,)
+
+
+def test_keep_calls_none_keeps_every_call_and_zero_keeps_none():
+    every = MockTool("t", keep_calls=None)
+    none = MockLLM(keep_calls=0)
+    for _ in range(250):
+        every()
+        none.complete("abcd")
+    assert len(every.calls) == 250 and every.calls_dropped == 0
+    assert none.calls == [] and none.call_count == 250 and none.tokens_in == 250
+
+
+def test_reset_forgets_calls_and_counts():
+    llm = MockLLM(failure_rate=0.5, seed=1, keep_calls=3)
+    for _ in range(10):
+        try:
+            llm.complete("abcd")
+        except MockLLMError:
+            pass
+    llm.reset()
+    assert (llm.calls, llm.call_count, llm.failure_count, llm.tokens_in, llm.tokens_out) == ([], 0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("bad", ["10", 1.5, True])
+def test_keep_calls_must_be_an_int_or_none(bad):
+    with pytest.raises(TypeError, match="keep_calls must be an int"):
+        MockLLM(keep_calls=bad)
+    with pytest.raises(TypeError, match="keep_calls must be an int"):
+        MockTool(keep_calls=bad)
+
+
+def test_negative_keep_calls_is_a_value_error():
+    with pytest.raises(ValueError, match="keep_calls must be >= 0"):
+        MockLLM(keep_calls=-1)
+
+
+def _traced_growth(call, n: int) -> int:
+    """Bytes still allocated (tracemalloc) after n more calls, past a warm-up of 1,000."""
+    for _ in range(1000):
+        call()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(n):
+            call()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_hundred_thousand_calls_keep_the_mocks_memory_flat():
+    """The log holds the last 100 records whatever the number of calls. Keeping every call of
+    these (new prompt and response strings each call) costs ~320 B a call by tracemalloc, ~30 MiB
+    of RSS over 1e5 calls; the bound, 1 MiB, is 3% of that."""
+    llm = MockLLM()  # default responses: a new "mock response <n>" string per call
+    tool = MockTool("search", result=lambda q: [q])
+    counter = itertools.count()
+
+    def calls(n):
+        for _ in range(n):
+            i = next(counter)
+            llm.complete(f"question {i}")
+            tool(f"query {i}")
+
+    assert rss_growth_bytes(calls, total=100_000, batch=10_000) < MiB
+    assert llm.call_count == tool.call_count == 110_000
+    assert len(llm.calls) == len(tool.calls) == 100
+
+
+def test_keeping_every_call_grows_as_documented():
+    """keep_calls=None is the old unbounded log: a few hundred bytes a call (an LLMCall with its
+    prompt and response), and nothing like that with the default."""
+    counter = itertools.count()
+    every = MockLLM(keep_calls=None)
+    per_call = _traced_growth(lambda: every.complete(f"question {next(counter)}"), 10_000) / 10_000
+    assert 200 < per_call < 800
+    bounded = MockLLM()
+    assert _traced_growth(lambda: bounded.complete(f"question {next(counter)}"), 10_000) < 32 * 1024
 
 
 # ---- MockTool ----
