@@ -38,6 +38,8 @@ _LAZY: dict[str, str] = {
     "sampler_info": "instruments.resources",
     "rss": "instruments.resources",
     "peak_rss": "instruments.resources",
+    "trim_heap": "instruments.resources",
+    "HeapTrim": "instruments.resources",
     "reset_peak_rss": "instruments.resources",
     "AllocCounter": "instruments.resources",
     "count_allocs": "instruments.resources",
@@ -104,6 +106,7 @@ if TYPE_CHECKING:
     from .agents.pool import AgentPool
     from .instruments.resources import (
         AllocCounter,
+        HeapTrim,
         ResourceSummary,
         Sampler,
         SampleSeries,
@@ -112,6 +115,7 @@ if TYPE_CHECKING:
         reset_peak_rss,
         rss,
         sampler_info,
+        trim_heap,
     )
     from .instruments.timers import Measurement, Timer, measure
     from .runtime.cache import Cache, cache_key, cached

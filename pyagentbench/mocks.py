@@ -5,6 +5,7 @@ the agent layer.
 """
 
 from .agents.mocks import (
+    DEFAULT_KEEP_CALLS,
     Fixed,
     LatencyModel,
     LLMCall,
@@ -34,4 +35,5 @@ __all__ = [
     "MockToolError",
     "RateLimitError",
     "estimate_tokens",
+    "DEFAULT_KEEP_CALLS",
 ]
