@@ -50,10 +50,17 @@ class Budget:
 
     def message(self, value: float) -> str:
         relation = "above" if self.bound == "max" else "below"
+        measured, limit = self.metric.format(value), self.metric.format(self.limit)
+        if measured == limit:  # too close to tell apart in rounded units: show the exact values
+            unit = _BASE_UNITS.get(self.metric.kind, "")
+            measured, limit = f"{value:.17g}{unit}", f"{self.limit:.17g}{unit}"
         return (
             f"SLO budget {self.keyword}={self.text!r} broken: measured {self.metric.name} = "
-            f"{self.metric.format(value)}, {relation} the budget of {self.metric.format(self.limit)}"
+            f"{measured}, {relation} the budget of {limit}"
         )
+
+
+_BASE_UNITS = {"size": " B", "duration": " s"}
 
 
 def _parse_limit(keyword: str, m: Metric, value: Any) -> float:

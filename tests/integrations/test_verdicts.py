@@ -418,3 +418,14 @@ def test_the_table_leaves_out_optional_columns_no_test_filled():
     assert rows[1] == ("test_timed", "2 MiB", "-", "0 B", "99%", "2", "-", "-", "1 us", "-", "-")
     assert rows[2] == ("test_stream", "2 MiB", "300 MiB", "0 B", "99%", "2", "-", "-", "1 us", "250 ms", "2 ms")
     assert rows[3] == ("test_load", "-", "-", "-", "-", "-", "500 tasks/s", "25%", "4 ms", "-", "-")
+
+
+def test_a_first_run_with_both_gates_is_refused_by_pytest_benchmark_and_still_shows_ours(pytester):
+    pytester.makepyfile(test_agents=AGENT_TESTS)
+    result = run(pytester, *GATED, "--benchmark-compare-fail=mean:10%", "--agentbench-compare-fail=peak_rss:20%")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--benchmark-compare-fail requires valid --benchmark-compare*"])
+    result.stdout.fnmatch_lines([
+        "agentbench: no saved run to compare with; --agentbench-compare-fail gates not checked",
+        "*agentbench: memory, allocations, throughput*",
+    ])

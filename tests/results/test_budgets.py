@@ -38,3 +38,10 @@ def test_merge_markers_nearest_wins_per_keyword():
 def test_merge_markers_checks_each_marker(markers, message):
     with pytest.raises(ValueError, match=message):
         merge_markers(markers)
+
+
+def test_a_budget_is_an_absolute_limit_without_a_floor():
+    budgets = parse_budgets((), {"max_rss": "1MiB"})
+    assert check_budgets(budgets, {"peak_rss_bytes": 1 << 20}) == ([], [])
+    broken, _ = check_budgets(budgets, {"peak_rss_bytes": (1 << 20) + 1})
+    assert broken == ["SLO budget max_rss='1MiB' broken: measured peak_rss = 1048577 B, above the budget of 1048576 B"]
