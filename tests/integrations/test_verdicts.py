@@ -116,10 +116,14 @@ def test_timing_regression_with_both_gates_prints_everything_and_fails(pytester,
         "*agentbench: regressions against the baseline*",
         "test*metric*baseline*now*change*gate*",
     ])
-    listed = [line for line in result.stdout.lines if line.startswith("test_agents.py::")]
-    assert any("test_plan" in line and "bytes_per_call:10%" in line for line in listed), out
-    assert any("test_context" in line and "peak_rss:20%" in line for line in listed), out
-    assert len(listed) >= 2
+    listed = {(line.split()[0], line.split()[-1]) for line in result.stdout.lines
+              if line.startswith("test_agents.py::")}
+    # 10 -> 1000 pointers a call (+7.9 KB, past the 1 KiB floor); 1 MiB -> 40 MiB a call.
+    assert listed == {
+        ("test_agents.py::test_plan", "bytes_per_call:10%"),
+        ("test_agents.py::test_context", "peak_rss:20%"),
+        ("test_agents.py::test_context", "bytes_per_call:10%"),
+    }, out
 
     # With pytest-benchmark's own timing gate too, which raises from its summary: ours still print,
     # and so does pytest's status line; the exit status is still 1.
@@ -244,6 +248,15 @@ def test_a_gate_whose_sign_contradicts_its_metric_is_a_usage_error(pytester, gat
     result = run(pytester, *GATED, f"--agentbench-compare-fail={gate}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+def test_a_gate_on_a_metric_the_run_turns_off_is_a_usage_error(pytester):
+    pytester.makepyfile(test_agents=AGENT_TESTS)
+    result = run(pytester, *GATED, "--agentbench-no-allocs", "--agentbench-compare-fail=allocs_per_call:10%")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "*gate allocs_per_call:10% needs allocation counts, which --agentbench-no-allocs turns off"
+    ])
 
 
 def test_memory_halving_and_throughput_rising_pass_plain_gates(pytester):
