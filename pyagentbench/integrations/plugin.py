@@ -3,21 +3,40 @@
 table after pytest-benchmark's.
 
 A suite that never requests ``agent_benchmark`` sees no difference: nothing is printed, no
-warning is raised and the exit status is pytest's own.
+warning is raised and the exit status is pytest's own. A gated run (``--agentbench-compare-fail``)
+exits 1 on a regression and 2 when the saved run cannot be read or lacks a gated metric; budgets
+and gates that benchmarks-off runs (--benchmark-disable, xdist) skip are counted in one line.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, Generator
 
 import pytest
 
-from ..results.compare import Regression, check_gates, format_regressions, parse_gates, records_from_json
-from ..results.slo import check_budgets, parse_budgets
+from ..results.baseline import (
+    BaselineError,
+    SavedTest,
+    document_problems,
+    entry_problems,
+    missing_gated_metrics,
+    read_document,
+    saved_tests,
+)
+from ..results.compare import Regression, check_gates, format_regressions, parse_gates
+from ..results.slo import check_budgets, merge_markers, parse_budgets
 from ..results.units import format_bytes, format_count, format_duration, format_rate, parse_duration
 
 _SESSION_KEY = pytest.StashKey["AgentBenchSession"]()
 _BUDGETS_KEY = pytest.StashKey[list]()
+#: What an xdist worker hands its controller (``config.workeroutput``): budgets it could not check.
+_WORKER_OUTPUT_KEY = "agentbench_unchecked_budgets"
+#: Exit status of a gated run whose saved run cannot be read, or lacks a gated metric: the verdict
+#: is unknown, which is neither a pass (0) nor a regression (1).
+BASELINE_ERROR_EXIT = 2
+_SAVED_RUN_GLOB = "[0-9][0-9][0-9][0-9]_"  # pytest-benchmark's pattern for numbered saved runs
 
 
 class AgentBenchSession:
@@ -25,8 +44,16 @@ class AgentBenchSession:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+        self.session: pytest.Session | None = None
         self.records: dict[str, dict[str, Any]] = {}
         self.regressions: list[Regression] = []
+        self.saved: dict[str, SavedTest] = {}  # test fullname -> its entry in the saved run
+        self.baseline_problems: list[tuple[str, str]] = []  # (file, problem) found after the run
+        self.unchecked_budgets = 0  # budgets on tests that ran with benchmarks off
+        self.unchecked_budget_tests = 0
+        self.unchecked_gates = 0
+        self.not_in_baseline = 0  # benchmarks of this run the saved run does not have
+        self.check_at_start = False  # saved runs in a storage we cannot list: check them loaded
         text = config.getoption("agentbench_compare_fail")
         try:
             self.gates = parse_gates(text) if text else []
@@ -40,6 +67,18 @@ class AgentBenchSession:
         self.no_baseline = False
         self.resources = not config.getoption("agentbench_no_resources")
         self.allocs = not config.getoption("agentbench_no_allocs")
+        for gate in self.gates:
+            name = gate.metric.name
+            if name in _RESOURCE_METRICS and not self.resources:
+                raise pytest.UsageError(
+                    f"--agentbench-compare-fail: gate {gate} needs resource metrics, which "
+                    "--agentbench-no-resources turns off"
+                )
+            if name in _ALLOC_METRICS and not self.allocs:
+                raise pytest.UsageError(
+                    f"--agentbench-compare-fail: gate {gate} needs allocation counts, which "
+                    "--agentbench-no-allocs turns off"
+                )
         interval = config.getoption("agentbench_sample_interval")
         try:
             self.sample_interval = parse_duration(interval)
@@ -48,22 +87,31 @@ class AgentBenchSession:
         if not 100e-6 <= self.sample_interval <= 10:
             raise pytest.UsageError("--agentbench-sample-interval must be from 100us to 10s")
 
-    def baseline(self) -> dict[str, dict[str, Any]]:
+    def benchmarks_off(self) -> str | None:
+        """Why pytest-benchmark times nothing in this session, or None when it does."""
         bs = getattr(self.config, "_benchmarksession", None)
-        merged: dict[str, dict[str, Any]] = {}
-        for compared in getattr(bs, "compared_mapping", {}).values():
-            merged.update(records_from_json({"benchmarks": list(compared.values())}))
-        return merged
+        if bs is None or not bs.disabled:
+            return None
+        if getattr(bs, "xdist_warning", False) or hasattr(self.config, "workerinput"):
+            return "pytest-xdist is on and pytest-benchmark turns benchmarks off under it; run them without -n"
+        return "benchmarks are off (--benchmark-disable)"
+
+    def baseline(self) -> dict[str, dict[str, Any]]:
+        """Test fullname -> its metrics record in the saved run (empty for a test without one)."""
+        return {test: dict(saved.record or {}) for test, saved in self.saved.items()}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("agentbench", "pyagentbench: memory, allocations and throughput of benchmarks")
     group.addoption(
         "--agentbench-compare-fail", metavar="GATES", default=None,
-        help="fail the session when a metric regressed against the --benchmark-compare baseline, "
-        "e.g. peak_rss:20%%,allocs_per_call:10%%,throughput:-10%%,p99:15%% (a negative percentage "
-        "fails on a fall). Metrics: peak_rss, rss_delta, cpu_percent, allocs_per_call, "
-        "bytes_per_call, throughput, error_rate, mean, p50, p95, p99, max.",
+        help="fail the session when a metric got worse than in the --benchmark-compare baseline by "
+        "more than the percentage, e.g. peak_rss:20%%,allocs_per_call:10%%,throughput:10%%,p99:15%%. "
+        "The percentage is the allowed worsening: growth, or a fall for throughput. Memory gates "
+        "ignore changes below a floor (default 1 MiB for RSS, 1 KiB for bytes_per_call; set it "
+        "with peak_rss:20%%:floor=4MiB). Metrics: peak_rss, process_peak_rss, rss_delta, "
+        "cpu_percent, allocs_per_call, bytes_per_call, throughput, error_rate, mean, p50, p95, "
+        "p99, max, ttft, inter_item. A saved run that cannot be read exits with status 2.",
     )
     group.addoption(
         "--agentbench-no-resources", action="store_true", default=False,
@@ -82,19 +130,133 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "slo(p99=..., p95=..., mean=..., max_rss=..., max_rss_delta=..., max_allocs_per_call=..., "
-        "min_throughput=..., max_error_rate=...): budgets an agent_benchmark test must meet.",
+        "slo(p99=..., p95=..., mean=..., ttft=..., max_rss=..., max_rss_delta=..., "
+        "max_allocs_per_call=..., min_throughput=..., max_error_rate=...): budgets an "
+        "agent_benchmark test must meet. Stacked markers (module, class, method) merge; the "
+        "nearest wins per keyword.",
     )
     config.addinivalue_line(
         "markers",
         "agentbench(resources=True, allocs=True, sample_interval=None): what agent_benchmark "
         "records for this test.",
     )
-    config.stash[_SESSION_KEY] = AgentBenchSession(config)
+    state = config.stash[_SESSION_KEY] = AgentBenchSession(config)
+    # pytest-benchmark loads the saved runs in its own (trylast) pytest_configure, after this one:
+    # skipping with a warning a file it cannot parse, crashing on an entry without fullname.
+    # A gated run checks the files first, so it stops with the file, test and key named.
+    message = _check_saved_runs(config, state)
+    if message is not None:
+        pytest.exit(message, returncode=BASELINE_ERROR_EXIT)
+
+
+def _shown(path: Path) -> str:
+    """*path* as the user would type it: relative to the working directory when inside it."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def _benchmarks_will_be_off(config: pytest.Config) -> bool:
+    """pytest-benchmark's own rule (its session does not exist yet): --benchmark-disable, or xdist."""
+    if config.getoption("benchmark_disable", False) and not config.getoption("benchmark_enable", False):
+        return True
+    dist = config.getoption("dist", "no") or "no"
+    return dist != "no" or bool(os.environ.get("PYTEST_XDIST_WORKER")) or hasattr(config, "workerinput")
+
+
+def _saved_run_files(config: pytest.Config) -> tuple[list[Path], list[Path], Path] | None:
+    """(the files --benchmark-compare will choose, every numbered saved run, the storage folder),
+    found the way pytest-benchmark's file storage finds them; None for another storage."""
+    compare = config.getoption("benchmark_compare", None)
+    location = config.getoption("benchmark_storage", None)
+    if not compare or not isinstance(location, str):
+        return None
+    if "://" not in location:
+        location = "file://" + location
+    if not location.startswith("file://"):
+        return None  # elasticsearch: what pytest-benchmark loaded is checked at session start
+    try:
+        from pytest_benchmark.storage.file import FileStorage
+        from pytest_benchmark.utils import get_machine_id
+
+        storage = FileStorage(location[len("file://"):], logger=None, default_machine_id=get_machine_id())
+        every = list(storage.query(_SAVED_RUN_GLOB))
+        chosen = every[-1:] if compare is True else list(storage.query(compare))
+    except Exception:  # another pytest-benchmark layout, or a glob it rejects (it says so itself)
+        return None
+    return chosen, every, storage.path
+
+
+def _check_saved_runs(config: pytest.Config, state: AgentBenchSession) -> str | None:
+    """The error that stops a gated run whose saved run cannot be used, or None.
+
+    Every file --benchmark-compare will choose must be a pytest-benchmark run whose gated values
+    are numbers. pytest-benchmark itself skips a file it cannot parse (comparing against an
+    older run, or none, and the gates then passed) and crashes on an entry without ``fullname``.
+    Sets ``state.saved`` (the saved tests and their records) or ``state.no_baseline``.
+    """
+    if not state.gates or _benchmarks_will_be_off(config):
+        return None
+    found = _saved_run_files(config)
+    if found is None:
+        state.check_at_start = True
+        return None
+    files, every, folder = found
+    if not files:
+        if config.getoption("benchmark_compare") is True or not every:
+            state.no_baseline = True  # a true first run: nothing saved yet
+            return None
+        saved = ", ".join(path.stem for path in every[-5:])
+        return _stop_message([BaselineError(
+            _shown(folder),
+            [f"--benchmark-compare={config.getoption('benchmark_compare')} matches none of the "
+             f"saved runs ({saved})"],
+            advice="Name a saved run that exists, or use --benchmark-compare for the latest.",
+        )])
+    metrics = [gate.metric for gate in state.gates]
+    errors = []
+    for file in files:
+        shown = _shown(file)
+        try:
+            data = read_document(file)
+        except BaselineError as exc:
+            errors.append(BaselineError(shown, exc.problems))
+            continue
+        problems = document_problems(data, metrics)
+        if problems:
+            errors.append(BaselineError(shown, problems))
+        else:
+            state.saved.update(saved_tests(shown, data["benchmarks"]))
+    return _stop_message(errors) if errors else None
+
+
+def _check_loaded_runs(config: pytest.Config, state: AgentBenchSession) -> str | None:
+    """For a storage we cannot list (elasticsearch): check what pytest-benchmark loaded."""
+    bs = getattr(config, "_benchmarksession", None)
+    mapping = getattr(bs, "compared_mapping", None) or {}
+    metrics = [gate.metric for gate in state.gates]
+    for path, entries in mapping.items():
+        values = list(entries.values())
+        problems = [p for i, e in enumerate(values) for p in entry_problems(e, i, metrics)]
+        if problems:
+            return _stop_message([BaselineError(str(path), problems)])
+        state.saved.update(saved_tests(str(path), values))
+    state.no_baseline = not mapping
+    return None
+
+
+def _stop_message(errors: list[BaselineError]) -> str:
+    lines = ["agentbench: " + errors[0].describe().splitlines()[0]]
+    for index, error in enumerate(errors):
+        text = error.describe().splitlines()
+        lines += text[1:-1] if index == 0 else text[:-1]
+    lines.append(errors[-1].advice)
+    return "\n".join(lines)
 
 
 _SETTINGS_KEY = pytest.StashKey[dict]()
-_RESOURCE_METRICS = {"peak_rss", "rss_delta", "cpu_percent"}
+_RESOURCE_METRICS = {"peak_rss", "process_peak_rss", "rss_delta", "cpu_percent"}
 _ALLOC_METRICS = {"allocs_per_call", "bytes_per_call"}
 
 
@@ -158,15 +320,15 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             problems.append(f"{item.nodeid}: {exc}")
             continue
         item.stash[_SETTINGS_KEY] = settings
-        marker = item.get_closest_marker("slo")
-        if marker is None:
+        markers = list(item.iter_markers("slo"))  # nearest first: method, class, module
+        if not markers:
             continue
         if not uses_fixture:
             problems.append(f"{item.nodeid}: @pytest.mark.slo budgets are measured by the "
                             "agent_benchmark fixture, which this test does not use")
             continue
         try:
-            budgets = parse_budgets(marker.args, marker.kwargs)
+            budgets = parse_budgets(*merge_markers((m.args, m.kwargs) for m in markers))
         except ValueError as exc:
             problems.append(f"{item.nodeid}: {exc}")
             continue
@@ -201,6 +363,9 @@ def agent_benchmark(benchmark: Any, request: pytest.FixtureRequest) -> Any:
 
     fixture = AgentBenchmark(benchmark, _settings(request, state), on_record)
     yield fixture
+    if budgets and not fixture.enabled:
+        state.unchecked_budgets += len(budgets)
+        state.unchecked_budget_tests += 1
     if budgets and fixture.enabled and fixture.record:
         _, unmeasured = check_budgets(budgets, fixture.record)
         if unmeasured:
@@ -214,58 +379,192 @@ def agent_benchmark(benchmark: Any, request: pytest.FixtureRequest) -> Any:
                         pytrace=False)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    state = session.config.stash.get(_SESSION_KEY, None)
+    if state is None:
+        return
+    state.session = session
+    if state.check_at_start:
+        message = _check_loaded_runs(session.config, state)
+        if message is not None:
+            pytest.exit(message, returncode=BASELINE_ERROR_EXIT)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: add up the budgets each worker ran without checking."""
+    state = node.config.stash.get(_SESSION_KEY, None)
+    unchecked = getattr(node, "workeroutput", {}).get(_WORKER_OUTPUT_KEY)
+    if state is not None and unchecked:
+        state.unchecked_budgets += unchecked[0]
+        state.unchecked_budget_tests += unchecked[1]
+
+
+def _raise_exit_status(session: pytest.Session, status: int) -> None:
+    """Set the session's exit status to *status* unless it is already a worse failure."""
+    if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and session.exitstatus < status:
+        session.exitstatus = status
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(_SESSION_KEY, None)
-    if state is None or not state.gates:
+    if state is None:
         return
-    bs = getattr(session.config, "_benchmarksession", None)
-    if bs is not None and bs.disabled:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[_WORKER_OUTPUT_KEY] = (state.unchecked_budgets, state.unchecked_budget_tests)
+    if not state.gates:
         return
-    if not getattr(bs, "compared_mapping", None):
-        state.no_baseline = True  # a first run: nothing saved yet to compare with
+    if state.benchmarks_off():
+        state.unchecked_gates = len(state.gates)
         return
-    state.regressions = check_gates(state.gates, state.records, state.baseline())
-    if state.regressions and session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if state.no_baseline:
+        return
+    state.not_in_baseline = sum(1 for test in state.records if test not in state.saved)
+    state.baseline_problems = missing_gated_metrics(
+        [gate.metric for gate in state.gates], state.records, state.saved
+    )
+    try:
+        state.regressions = check_gates(state.gates, state.records, state.baseline())
+    except ValueError as exc:  # a value this run recorded; the saved ones were checked at the start
+        state.baseline_problems.append(("this run", str(exc)))
+    if state.baseline_problems:
+        _raise_exit_status(session, BASELINE_ERROR_EXIT)
+    elif state.regressions:
+        _raise_exit_status(session, pytest.ExitCode.TESTS_FAILED)
+
+
+def _ratio_percent(value: float) -> str:
+    return f"{value * 100:.3g}%"
+
+
+# Summary table columns: header, record keys (first present wins), formatter, always shown.
+_COLUMNS: list[tuple[str, tuple[str, ...], Any, bool]] = [
+    ("peak RSS", ("peak_rss_bytes",), format_bytes, True),
+    ("process RSS", ("process_peak_rss_bytes",), format_bytes, False),
+    ("RSS delta", ("rss_delta_bytes",), format_bytes, True),
+    ("CPU", ("cpu_percent",), lambda v: f"{v:.0f}%", True),
+    ("allocs/call", ("allocs_per_call",), format_count, True),
+    ("throughput", ("throughput_per_s",), lambda v: format_rate(v, "tasks"), False),
+    ("errors", ("error_rate",), _ratio_percent, False),
+    ("p99", ("latency_p99_s", "p99_s"), format_duration, True),
+    ("TTFT", ("ttft_s",), format_duration, False),
+    ("inter-item", ("inter_item_s",), format_duration, False),
+]
+
+
+def _cell(record: dict[str, Any], keys: tuple[str, ...], fmt: Any) -> str:
+    for key in keys:
+        value = record.get(key)
+        if value is not None:
+            return fmt(value)
+    return "-"
 
 
 def _summary_rows(records: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
-    def get(record: dict[str, Any], key: str, fmt: Any) -> str:
-        value = record.get(key)
-        return "-" if value is None else fmt(value)
-
-    rows: list[tuple[str, ...]] = [("Name", "peak RSS", "RSS delta", "CPU", "allocs/call", "throughput", "p99")]
-    for name, record in records.items():
-        p99 = record.get("latency_p99_s", record.get("p99_s"))
-        rows.append((
-            name.split("::", 1)[-1],
-            get(record, "peak_rss_bytes", format_bytes),
-            get(record, "rss_delta_bytes", format_bytes),
-            get(record, "cpu_percent", lambda v: f"{v:.0f}%"),
-            get(record, "allocs_per_call", lambda v: format_count(v)),
-            get(record, "throughput_per_s", lambda v: format_rate(v, "tasks")),
-            "-" if p99 is None else format_duration(p99),
-        ))
+    """The table: a header and one row per test; a column that is optional and empty in every row
+    (throughput, errors, TTFT, ... in a suite with no load runs or streams) is left out."""
+    cells = [[_cell(record, keys, fmt) for _, keys, fmt, _ in _COLUMNS] for record in records.values()]
+    shown = [i for i, (_, _, _, always) in enumerate(_COLUMNS)
+             if always or any(row[i] != "-" for row in cells)]
+    rows: list[tuple[str, ...]] = [("Name",) + tuple(_COLUMNS[i][0] for i in shown)]
+    for name, row in zip(records, cells):
+        rows.append((name.split("::", 1)[-1],) + tuple(row[i] for i in shown))
     return rows
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _unchecked_line(state: AgentBenchSession) -> str | None:
+    parts = []
+    if state.unchecked_budgets:
+        parts.append(f"{_plural(state.unchecked_budgets, 'SLO budget')} "
+                     f"(on {_plural(state.unchecked_budget_tests, 'test')})")
+    if state.unchecked_gates:
+        parts.append(_plural(state.unchecked_gates, "regression gate"))
+    if not parts:
+        return None
+    reason = state.benchmarks_off() or "benchmarks are off"
+    verb = "was" if state.unchecked_budgets + state.unchecked_gates == 1 else "were"
+    return f"agentbench: {' and '.join(parts)} {verb} not checked: {reason}"
+
+
+def _performance_regression(outcome: Any) -> bool:
+    """True when pytest-benchmark's summary raised PerformanceRegression (--benchmark-compare-fail)."""
+    if not outcome.excinfo:
+        return False
+    try:
+        from pytest_benchmark.session import PerformanceRegression
+    except ImportError:  # pragma: no cover - pytest-benchmark is a dependency
+        return False
+    return isinstance(outcome.excinfo[1], PerformanceRegression)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> Generator[None, Any, None]:
+    """Our notes, table and verdicts after every other summary, pytest-benchmark's included.
+
+    pytest-benchmark's ``--benchmark-compare-fail`` raises PerformanceRegression from its summary,
+    which would cut off ours and pytest's final "N passed" line. After printing its own list it
+    has said why; when agent_benchmark ran, the exception is taken back here, the rest of the
+    summary printed, and the session fails with status 1 as it would have.
+    """
+    outcome = yield
     state = config.stash.get(_SESSION_KEY, None)
-    if state is None or not state.records:
+    if state is None:
         return
-    if state.no_baseline:
+    if _performance_regression(outcome) and (state.records or state.gates):
+        outcome.force_result(None)
+        if state.session is not None:
+            _raise_exit_status(state.session, pytest.ExitCode.TESTS_FAILED)
+        _write_summary(terminalreporter, state)
+        bs = getattr(config, "_benchmarksession", None)
+        if bs is not None and not bs.quiet:
+            bs.display_cprofile(terminalreporter)
+        return
+    _write_summary(terminalreporter, state)
+
+
+def _write_summary(terminalreporter: Any, state: AgentBenchSession) -> None:
+    if state.gates and state.no_baseline:
         terminalreporter.write_line(
             "agentbench: no saved run to compare with; --agentbench-compare-fail gates not checked",
             yellow=True,
         )
-    rows = _summary_rows(state.records)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    terminalreporter.write_sep("-", "agentbench: memory, allocations, throughput")
-    for index, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
-        terminalreporter.write_line("  ".join(cells), bold=index == 0)
+    unchecked = _unchecked_line(state)
+    if unchecked:
+        terminalreporter.write_line(unchecked, yellow=True)
+    if state.not_in_baseline:
+        count = state.not_in_baseline
+        terminalreporter.write_line(
+            f"agentbench: {_plural(count, 'benchmark')} of this run {'is' if count == 1 else 'are'} "
+            "not in the saved run (new, or renamed): gates not checked for "
+            f"{'it' if count == 1 else 'them'}",
+            yellow=True,
+        )
+    if state.records:
+        rows = _summary_rows(state.records)
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        terminalreporter.write_sep("-", "agentbench: memory, allocations, throughput")
+        for index, row in enumerate(rows):
+            cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+            terminalreporter.write_line("  ".join(cells), bold=index == 0)
+    if state.baseline_problems:
+        terminalreporter.write_sep("-", "agentbench: gates that cannot be checked against the saved run", red=True)
+        by_file: dict[str, list[str]] = {}
+        for path, problem in state.baseline_problems:
+            by_file.setdefault(path, []).append(problem)
+        for path, problems in by_file.items():
+            terminalreporter.write_line(f"{path}:", red=True)
+            for problem in problems:
+                terminalreporter.write_line(f"  {problem}", red=True)
+        terminalreporter.write_line(
+            f"These gates cannot be checked (exit status {BASELINE_ERROR_EXIT}): save a new baseline "
+            "(--benchmark-autosave), or drop the gate.", red=True,
+        )
     if state.regressions:
         terminalreporter.write_sep("-", "agentbench: regressions against the baseline", red=True)
         for line in format_regressions(state.regressions):

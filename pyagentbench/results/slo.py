@@ -1,18 +1,19 @@
 """SLO budgets: ``@pytest.mark.slo(p99="200ms", max_rss="50MB", min_throughput=1000, ...)``.
 
 Each keyword names a budget on one metric. Durations take ns, us, µs, ms or s; sizes B, KB, MB,
-GB (powers of 1000) or KiB, MiB, GiB; plain numbers are seconds, bytes or counts.
+GB (powers of 1000) or KiB, MiB, GiB; plain numbers are seconds, bytes or counts. Budgets are
+absolute limits: unlike regression gates they have no floor, since nothing is compared.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from .metrics import Metric, metric, metric_value
 from .units import parse_duration, parse_size
 
-__all__ = ["Budget", "BUDGETS", "parse_budgets", "check_budgets"]
+__all__ = ["Budget", "BUDGETS", "merge_markers", "parse_budgets", "check_budgets"]
 
 # budget keyword -> (metric name, "max" or "min")
 BUDGETS: dict[str, tuple[str, str]] = {
@@ -21,7 +22,10 @@ BUDGETS: dict[str, tuple[str, str]] = {
     "p95": ("p95", "max"),
     "p99": ("p99", "max"),
     "max_latency": ("max", "max"),
+    "ttft": ("ttft", "max"),
+    "inter_item": ("inter_item", "max"),
     "max_rss": ("peak_rss", "max"),
+    "max_process_rss": ("process_peak_rss", "max"),
     "max_rss_delta": ("rss_delta", "max"),
     "max_allocs_per_call": ("allocs_per_call", "max"),
     "max_bytes_per_call": ("bytes_per_call", "max"),
@@ -46,10 +50,17 @@ class Budget:
 
     def message(self, value: float) -> str:
         relation = "above" if self.bound == "max" else "below"
+        measured, limit = self.metric.format(value), self.metric.format(self.limit)
+        if measured == limit:  # too close to tell apart in rounded units: show the exact values
+            unit = _BASE_UNITS.get(self.metric.kind, "")
+            measured, limit = f"{value:.17g}{unit}", f"{self.limit:.17g}{unit}"
         return (
             f"SLO budget {self.keyword}={self.text!r} broken: measured {self.metric.name} = "
-            f"{self.metric.format(value)}, {relation} the budget of {self.metric.format(self.limit)}"
+            f"{measured}, {relation} the budget of {limit}"
         )
+
+
+_BASE_UNITS = {"size": " B", "duration": " s"}
 
 
 def _parse_limit(keyword: str, m: Metric, value: Any) -> float:
@@ -64,6 +75,21 @@ def _parse_limit(keyword: str, m: Metric, value: Any) -> float:
     if m.kind == "ratio" and value > 1:
         raise ValueError(f"is a fraction from 0 to 1, got {value!r}")
     return float(value)
+
+
+def merge_markers(markers: Iterable[tuple[tuple, Mapping[str, Any]]]) -> tuple[tuple, dict[str, Any]]:
+    """One marker's (args, kwargs) from stacked ``slo`` markers given nearest first (method, class,
+    module): every keyword of each, the nearest marker's value winning where two set the same one.
+    ValueError when one of them takes positional arguments or sets no budget."""
+    merged: dict[str, Any] = {}
+    for args, kwargs in markers:
+        if args:
+            raise ValueError("@pytest.mark.slo takes keyword arguments only, e.g. slo(p99='200ms')")
+        if not kwargs:
+            raise ValueError("@pytest.mark.slo needs at least one budget, e.g. slo(p99='200ms')")
+        for keyword, value in kwargs.items():
+            merged.setdefault(keyword, value)
+    return (), merged
 
 
 def parse_budgets(args: tuple, kwargs: Mapping[str, Any]) -> list[Budget]:
