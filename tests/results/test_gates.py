@@ -84,9 +84,9 @@ def test_every_metric_knows_which_way_is_worse():
 
 def test_memory_gates_carry_their_default_floor():
     assert gate("peak_rss:20%").floor == PEAK_RSS_FLOOR_BYTES == MiB
-    assert gate("process_peak_rss:20%").floor == PROCESS_PEAK_RSS_FLOOR_BYTES == MiB
-    assert gate("rss_delta:50%").floor == RSS_DELTA_FLOOR_BYTES == MiB
-    assert gate("bytes_per_call:10%").floor == BYTES_PER_CALL_FLOOR_BYTES == KiB
+    assert gate("process_peak_rss:20%").floor == PROCESS_PEAK_RSS_FLOOR_BYTES == 8 * MiB
+    assert gate("rss_delta:50%").floor == RSS_DELTA_FLOOR_BYTES == 2 * MiB
+    assert gate("bytes_per_call:10%").floor == BYTES_PER_CALL_FLOOR_BYTES == 8 * KiB
     assert gate("allocs_per_call:10%").floor == gate("p99:10%").floor == 0
 
 
