@@ -284,7 +284,7 @@ def test_memory_halving_and_throughput_rising_pass_plain_gates(pytester):
 def test_bytes_per_call_growth_below_the_floor_is_not_a_regression(pytester, monkeypatch):
     save_baseline(pytester)
     # plan() makes [None] * 10, then [None] * 100: 90 more 8-byte pointers a call, 720 B, several
-    # times the baseline's bytes per call but below the 1 KiB floor.
+    # times the baseline's bytes per call but below the 8 KiB floor.
     monkeypatch.setenv("AGENTBENCH_TEST_LIST_ITEMS", "100")
     result = run(pytester, *GATED, "--agentbench-compare-fail=bytes_per_call:10%")
     assert result.ret == 0, result.stdout.str()
