@@ -47,6 +47,46 @@ def test_float_and_large_priorities():
     assert [q.get_nowait() for _ in range(5)] == ["a", "z", "b", "c", "d"]
 
 
+def test_int_and_float_priorities_keep_their_exact_order():
+    # Issue 19: priorities were C doubles, so ints above 2**53 lost their order (2**53 + 1 came
+    # out before 2**53). Python's own comparison of the same numbers is the reference.
+    rng = random.Random(19)
+    edges = [2**53, 2**53 + 1, 2**53 - 1, 2**62, 2**62 + 1, 2**63 - 1, 2**63 - 2, -(2**63),
+             -(2**63) + 1, -(2**53) - 1, 2**64, 2**70, -(2**70), 0, -1, 1]
+    numbers = []
+    for edge in edges:
+        numbers += [edge, float(edge), edge + 0.5 if abs(edge) < 2**52 else edge]
+    numbers += [rng.randint(-(2**63), 2**63 - 1) for _ in range(300)]
+    numbers += [rng.randint(2**53 - 50, 2**53 + 50) for _ in range(100)]
+    numbers += [float(rng.randint(2**53 - 50, 2**53 + 50)) for _ in range(100)]
+    numbers += [rng.uniform(-1e20, 1e20) for _ in range(100)] + [rng.uniform(-1, 1) for _ in range(100)]
+    numbers += [-1e-20, -2e-20, 1e-300, -1e-300, -0.0, 0.0, float("inf"), -float("inf"), 1e300, -1e300]
+    items = [(p, i) for i, p in enumerate(numbers)]
+    rng.shuffle(items)
+    q = TaskQueue()
+    for priority, seq in items:
+        q.put((priority, seq), priority)
+    out = [q.get_nowait() for _ in items]
+    # put order is the shuffled order: equal priorities (2**53 and 2.0**53) come out FIFO.
+    put_index = {item: i for i, item in enumerate(items)}
+    assert out == sorted(items, key=lambda item: (item[0], put_index[item]))
+
+
+def test_ints_beyond_int64_that_a_float_cannot_hold_are_refused():
+    q = TaskQueue()
+    for bad, bits in [(2**63 + 1, 64), (-(2**63) - 1, 64), (2**70 + 1, 71), (10**400, 1329), (-(10**5000), 16610)]:
+        for put in (q.put, q.put_nowait):
+            with pytest.raises(ValueError, match=rf"^put\(\): priority is an int of {bits} bits, beyond int64 "):
+                put("x", bad)
+        with pytest.raises(ValueError, match="use an int from -2\\*\\*63 to 2\\*\\*63 - 1, or a float"):
+            asyncio.run(q.aput("x", bad))
+    assert q.qsize() == 0 and q.stats()["puts"] == 0
+    q.put("2**64", 2**64)  # beyond int64 but exactly a float: accepted, and ordered exactly
+    q.put("max", 2**63 - 1)
+    q.put("2**64 as a float", 2.0**64)
+    assert [q.get_nowait() for _ in range(3)] == ["max", "2**64", "2**64 as a float"]
+
+
 def test_bad_arguments_raise_clear_errors():
     q = TaskQueue()
     with pytest.raises(TypeError, match="priority"):
