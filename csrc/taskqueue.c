@@ -264,7 +264,7 @@ queue_take(TaskQueueObject *self)
      * is not checked and the clamped count matches the recorded one. */
     if (waited > self->wait_ns.highest) {
         waited = self->wait_ns.highest;
-        self->wait_ns.clamped_count++;
+        pab_hist_count_clamped_above(&self->wait_ns, 1);
     }
     (void)pab_hist_record_in_range(&self->wait_ns, waited, 1);
     if (self->waiting_putters > 0) {
