@@ -549,3 +549,32 @@ def test_maxsize_of_the_wrong_type_is_named(bad, name):
         TaskQueue(maxsize=bad)
     with pytest.raises(TypeError, match="maxsize must be an int"):
         TaskQueue(bad)
+
+
+def test_deeply_nested_payloads_pass_through_untouched():
+    # Issue 19: the queue never hashes, compares or reprs an item (priorities are numbers), so a
+    # payload nested 200,000 deep goes in and out, is collected with a cycle through the queue,
+    # and is freed with the queue, without recursing in C.
+    code = """if True:
+        import gc
+        from pyagentbench import TaskQueue
+        deep = []
+        for _ in range(200_000):
+            deep = [deep]
+        q = TaskQueue()
+        q.put(deep, 1)
+        q.put(deep, 0)
+        deep.append(q)  # a cycle through the queue, for the collector
+        assert q.get() is deep and "depth=1" in repr(q)
+        del deep
+        gc.collect()
+        q.close()
+        del q
+        gc.collect()
+        print("ok")
+    """
+    env = {"PYTHONPATH": ":".join(sys.path), "PYTHONFAULTHANDLER": "1"}
+    env.update({name: os.environ[name] for name in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONMALLOC") if name in os.environ})
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
