@@ -484,7 +484,8 @@ def test_cache_key_is_the_same_in_another_process():
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True,
-        env={"PYTHONHASHSEED": "123", "PYTHONPATH": ":".join(sys.path)},
+        env={"PYTHONHASHSEED": "123", "PYTHONPATH": ":".join(sys.path),
+             **{name: os.environ[name] for name in SANITIZER_VARIABLES if name in os.environ}},
     )
     assert out.stdout.strip() == cache_key(*args, seed=7)
 

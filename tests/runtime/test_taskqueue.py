@@ -20,6 +20,14 @@ from pyagentbench import Histogram, QueueClosed, TaskQueue
 from leakcheck import rss_growth_bytes
 
 
+def child_env() -> dict[str, str]:
+    """The environment of a child interpreter: this sys.path, and a sanitizer build's runtime."""
+    env = {"PYTHONPATH": ":".join(sys.path), "PYTHONFAULTHANDLER": "1"}
+    names = ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONMALLOC")
+    env.update({name: os.environ[name] for name in names if name in os.environ})
+    return env
+
+
 def start_thread(target, *args) -> threading.Thread:
     thread = threading.Thread(target=target, args=args, daemon=True)
     thread.start()
@@ -537,7 +545,7 @@ def test_child_forked_while_threads_wait_can_use_the_queues():
     """
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-        env={"PYTHONPATH": ":".join(sys.path), "PYTHONFAULTHANDLER": "1"},
+        env=child_env(),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == "child exit 0", proc.stdout + proc.stderr
@@ -573,8 +581,6 @@ def test_deeply_nested_payloads_pass_through_untouched():
         gc.collect()
         print("ok")
     """
-    env = {"PYTHONPATH": ":".join(sys.path), "PYTHONFAULTHANDLER": "1"}
-    env.update({name: os.environ[name] for name in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONMALLOC") if name in os.environ})
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=child_env())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
