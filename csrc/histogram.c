@@ -219,6 +219,9 @@ hist_merge(pab_hist *dst, const pab_hist *src)
     /* clamped_above <= clamped and each count is at most its histogram's total: when the sum for
      * clamped fits, so does the one for clamped_above. */
     int64_t clamped, newly_clamped = reclamped - already_clamped;
+    if (newly_clamped > src->total_count - src->clamped_count) {
+        newly_clamped = src->total_count - src->clamped_count; /* never more than src's values */
+    }
     if (__builtin_add_overflow(dst->clamped_count, src->clamped_count, &clamped) ||
         __builtin_add_overflow(clamped, newly_clamped, &clamped)) {
         return -1;
