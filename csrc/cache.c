@@ -1,19 +1,36 @@
 /* Cache: an LRU cache with per-entry TTL, and CachedFunction, the native wrapper behind cached().
  *
- * Layout (as functools.lru_cache): a dict maps each key to a small CacheEntry object, and the
+ * Layout (as functools.lru_cache): a dict holds one small CacheEntry object per key, and the
  * entries form a doubly linked list in recency order (least recent after the root, most recent
  * before it). The dict owns the entries; the list links are borrowed and an entry unlinks itself
  * when it is freed, so the list never points at a dead entry whatever path drops it.
  *
- * Thread safety comes from the GIL: every operation runs without releasing it except inside the
- * dict's own calls to key __hash__/__eq__ (and the test clock), around which the code holds a
- * reference to the entry it works on and re-checks that the entry is still linked. The module does
- * not declare Py_mod_gil, so free-threaded CPython keeps the GIL enabled while it is imported.
+ * Each entry is its own dict key (and value), and keeps the hash its key had when it was stored.
+ * functools.lru_cache does the same with the private _PyDict_*_KnownHash calls; here the entry
+ * type's tp_hash returns the stored hash and its tp_richcompare
+ *   - against a plain object (a lookup with the caller's key) compares the stored key with it;
+ *   - against a probe entry (a store looking for an equal key, hash already computed) compares the
+ *     two keys;
+ *   - against another stored entry is identity.
+ * So a lookup with the caller's key finds its entry as a plain dict would (one __hash__, __eq__ on
+ * hash matches), and a removal, which looks the entry up by itself, needs neither the key's
+ * __hash__ nor its __eq__: a key whose hash changed after it was stored (a mutated
+ * dataclass(unsafe_hash=True)) is still evicted, removed and counted correctly, and no Python code
+ * runs while an entry leaves the dict. A store computes the key's hash once, into the probe.
  *
- * Linked is what makes an entry live: an entry leaves the dict before it leaves the list (so a
- * failed dict deletion leaves it fully present), and every path that finds an entry in the dict
- * treats one that is not linked (in the brief window a store or removal is still settling while
- * Python code runs) as absent.
+ * Thread safety comes from the GIL: every operation runs without releasing it except inside a key's
+ * own __hash__/__eq__ (and the test clock), around which the code holds a reference to the entry
+ * it works on and re-checks that the entry is still linked. The module does not declare
+ * Py_mod_gil, so free-threaded CPython keeps the GIL enabled while it is imported.
+ *
+ * Linked is what makes an entry live: an entry is linked right after it enters the dict and
+ * unlinked right after it leaves it, with no Python code in between; every path that finds an
+ * entry in the dict still treats one that is not linked as absent.
+ *
+ * Recursion: CPython's tuple hash recurses into the items in C with no depth check, so hashing a
+ * tuple nested a few hundred thousand deep overflows the C stack (hash(), dicts and lru_cache all
+ * crash on it). Every key is checked first (cache_check_key_depth) and a tuple nested deeper than
+ * the recursion limit raises RecursionError. Comparisons and reprs are guarded by CPython itself.
  */
 #include "module.h"
 #include "clock.h"
@@ -29,14 +46,16 @@ typedef struct CacheEntry {
     struct CacheEntry *prev; /* NULL while unlinked */
     struct CacheEntry *next;
     PyObject *key;
-    PyObject *value;
-    int64_t expires_ns; /* NO_EXPIRY: never */
+    PyObject *value;     /* NULL in a probe */
+    int64_t expires_ns;  /* NO_EXPIRY: never */
+    Py_hash_t hash;      /* the key's hash when the entry was made */
+    int probe;           /* 1: a store's lookup of its key, never in the dict; 0: stored */
 } CacheEntry;
 
 typedef struct {
     PyObject_HEAD
     pab_state *state;     /* borrowed: the type, held by every instance, keeps the module alive */
-    PyObject *dict;       /* key -> CacheEntry */
+    PyObject *dict;       /* CacheEntry -> the same CacheEntry (see the top of the file) */
     CacheEntry root;      /* list sentinel; only prev/next are used */
     Py_ssize_t maxsize;   /* -1: unbounded */
     int64_t ttl_ns;       /* default TTL; NO_EXPIRY: none */
@@ -107,8 +126,39 @@ entry_dealloc(PyObject *op)
     Py_DECREF(tp);
 }
 
+static Py_hash_t
+entry_hash(PyObject *op)
+{
+    return ((CacheEntry *)op)->hash;
+}
+
+/* The dict's key comparison: see the top of the file. */
+static PyObject *
+entry_richcompare(PyObject *op, PyObject *other, int cmp)
+{
+    if (cmp != Py_EQ && cmp != Py_NE) {
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    CacheEntry *self = (CacheEntry *)op;
+    PyObject *other_key = other;
+    if (Py_TYPE(other) == Py_TYPE(op)) {
+        CacheEntry *entry = (CacheEntry *)other;
+        if (!self->probe && !entry->probe) {
+            return PyBool_FromLong((self == entry) == (cmp == Py_EQ));
+        }
+        other_key = entry->key;
+    }
+    if (self->key == other_key) {
+        return PyBool_FromLong(cmp == Py_EQ);
+    }
+    /* self->key stays alive: the dict holds self while it compares. */
+    return PyObject_RichCompare(self->key, other_key, cmp);
+}
+
 static PyType_Slot entry_slots[] = {
     {Py_tp_dealloc, entry_dealloc},
+    {Py_tp_hash, entry_hash},
+    {Py_tp_richcompare, entry_richcompare},
     {Py_tp_doc, "Internal: one Cache entry."},
     {0, NULL},
 };
@@ -182,27 +232,61 @@ parse_ttl(PyObject *obj, const char *where, int64_t *ttl_ns)
 
 /* ---- core operations ---- */
 
-/* Removes e from dict and list: 1 if this call removed it, 0 if it was already gone (Python code
- * run by the deletion, or another thread, removed it meanwhile), -1 with an exception if the dict
- * deletion failed, in which case e stays in both dict and list, as present as before.
+/* Raises RecursionError (returns -1) for a tuple key nested deeper than the recursion limit, which
+ * CPython's tuple hash would follow down the C stack (see the top of the file); 0 otherwise.
+ * Each nested tuple level counts one recursive call; a flat tuple key costs one type check per
+ * item, any other key nothing. */
+static int
+check_nested_tuple_depth(PyObject *tuple)
+{
+    if (Py_EnterRecursiveCall(" while hashing a Cache key")) {
+        return -1;
+    }
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple) && rc == 0; i++) {
+        PyObject *item = PyTuple_GET_ITEM(tuple, i);
+        if (PyTuple_Check(item)) {
+            rc = check_nested_tuple_depth(item);
+        }
+    }
+    Py_LeaveRecursiveCall();
+    return rc;
+}
+
+static inline int
+cache_check_key_depth(PyObject *key)
+{
+    if (!PyTuple_Check(key)) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(key); i++) {
+        PyObject *item = PyTuple_GET_ITEM(key, i);
+        if (PyTuple_Check(item) && check_nested_tuple_depth(item) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Removes e from dict and list: 1 if this call removed it, 0 if it was already gone, -1 with an
+ * exception if the dict deletion failed, in which case e stays in both dict and list.
  *
- * The dict deletion runs the key's __hash__/__eq__, so other code can run while it is under way;
- * e stays linked until the deletion succeeded so that no path ever finds it in the dict but off
- * the list. */
+ * The dict finds e by its stored hash and by identity: no Python code runs (and a key whose hash
+ * changed since it was stored is removed all the same). */
 static int
 cache_remove(CacheObject *self, CacheEntry *e)
 {
     if (e->prev == NULL) {
         return 0;
     }
-    Py_INCREF(e);
-    int rc = PyDict_DelItem(self->dict, e->key);
+    Py_INCREF(e); /* the dict's references go first; e's key and value are released last */
+    int rc = PyDict_DelItem(self->dict, (PyObject *)e);
     if (rc == 0) {
-        rc = e->prev != NULL; /* 0: removed meanwhile, and the deletion hit an equal newer key */
         entry_unlink(e);
+        rc = 1;
     }
     else if (PyErr_ExceptionMatches(PyExc_KeyError)) {
-        PyErr_Clear(); /* already gone: removed meanwhile */
+        PyErr_Clear(); /* not in the dict: cannot happen while linked; treat as gone */
         entry_unlink(e);
         rc = 0;
     }
@@ -215,6 +299,9 @@ cache_remove(CacheObject *self, CacheEntry *e)
 static CacheEntry *
 cache_find(CacheObject *self, PyObject *key)
 {
+    if (cache_check_key_depth(key) < 0) {
+        return NULL;
+    }
     int64_t now_ns = 0;
     if (self->clock != NULL) {
         now_ns = cache_clock_ns(self);
@@ -247,6 +334,9 @@ cache_lookup(CacheObject *self, PyObject *key)
 {
     if (self->clock == NULL) {
         /* Fast path: no Python code runs between the dict lookup and the return. */
+        if (cache_check_key_depth(key) < 0) {
+            return NULL;
+        }
         CacheEntry *e = (CacheEntry *)PyDict_GetItemWithError(self->dict, key);
         if (e != NULL && e->prev != NULL &&
             (e->expires_ns == NO_EXPIRY || pab_now_ns() < e->expires_ns)) {
@@ -294,7 +384,13 @@ cache_evict(CacheObject *self)
     return 0;
 }
 
-/* Stores value under key with the given TTL (NO_EXPIRY: none). 0, or -1 with an exception. */
+/* Stores value under key with the given TTL (NO_EXPIRY: none). 0, or -1 with an exception.
+ *
+ * The new entry is made first, as a probe holding the key and its hash (the key's __hash__ runs
+ * once), and looks for an equal key in the dict (its __eq__ runs on hash matches). An existing
+ * live entry takes the value; otherwise the probe becomes the stored entry and enters the dict,
+ * which compares it with other entries by identity only: no Python code runs between the lookup
+ * and the insertion, so two live entries never hold equal keys. */
 static int
 cache_store(CacheObject *self, PyObject *key, PyObject *value, int64_t ttl_ns)
 {
@@ -306,10 +402,27 @@ cache_store(CacheObject *self, PyObject *key, PyObject *value, int64_t ttl_ns)
         }
         expires_ns = now_ns > NO_EXPIRY - ttl_ns ? NO_EXPIRY - 1 : now_ns + ttl_ns;
     }
+    if (cache_check_key_depth(key) < 0) {
+        return -1;
+    }
     if (self->maxsize == 0) {
         return PyObject_Hash(key) == -1 ? -1 : 0;
     }
-    CacheEntry *e = (CacheEntry *)PyDict_GetItemWithError(self->dict, key);
+    CacheEntry *probe = PyObject_New(CacheEntry, self->state->cache_entry_type);
+    if (probe == NULL) {
+        return -1;
+    }
+    probe->prev = probe->next = NULL;
+    probe->key = Py_NewRef(key);
+    probe->value = NULL;
+    probe->expires_ns = expires_ns;
+    probe->probe = 1;
+    probe->hash = PyObject_Hash(key);
+    if (probe->hash == -1) {
+        Py_DECREF(probe);
+        return -1;
+    }
+    CacheEntry *e = (CacheEntry *)PyDict_GetItemWithError(self->dict, (PyObject *)probe);
     if (e != NULL && e->prev != NULL) {
         Py_INCREF(e);
         PyObject *old = e->value;
@@ -319,30 +432,24 @@ cache_store(CacheObject *self, PyObject *key, PyObject *value, int64_t ttl_ns)
         if (expires_ns != NO_EXPIRY) {
             self->has_expiring = 1;
         }
+        Py_DECREF(probe);
         Py_DECREF(old);
         Py_DECREF(e);
         return 0;
     }
     if (e == NULL && PyErr_Occurred()) {
+        Py_DECREF(probe);
         return -1;
     }
-    /* Absent (or in the dict but unlinked, which counts as absent: the new entry replaces it). */
-    e = PyObject_New(CacheEntry, self->state->cache_entry_type);
-    if (e == NULL) {
-        return -1;
-    }
-    e->prev = e->next = NULL;
-    e->key = Py_NewRef(key);
+    /* Absent (an entry in the dict but unlinked, which cannot happen, would count as absent and
+     * stay beside the new one until it is freed). */
+    e = probe;
+    e->probe = 0;
     e->value = Py_NewRef(value);
-    e->expires_ns = expires_ns;
-    if (PyDict_SetItem(self->dict, key, (PyObject *)e) < 0) {
+    if (PyDict_SetItem(self->dict, (PyObject *)e, (PyObject *)e) < 0) {
         Py_DECREF(e);
         return -1;
     }
-    /* Linked only once it is in the dict, so no path finds it in the list but not in the dict.
-     * The key's __hash__/__eq__ ran inside PyDict_SetItem before the insertion; should Python code
-     * still run before the link (only if that code stored an equal key meanwhile and the insertion
-     * freed its entry), it sees this entry unlinked, which every lookup treats as absent. */
     entry_link_last(self, e);
     Py_DECREF(e); /* the dict holds it */
     if (expires_ns != NO_EXPIRY) {
@@ -857,7 +964,14 @@ cached_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *
         Py_DECREF(key);
         return value;
     }
+    /* A cached function that calls itself recurses through this C frame on every level (as the
+     * C lru_cache's does): counted, so deep recursion ends in RecursionError, not a crash. */
+    if (Py_EnterRecursiveCall(" in a cached function")) {
+        Py_DECREF(key);
+        return NULL;
+    }
     value = PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+    Py_LeaveRecursiveCall();
     if (value != NULL && cache_store(cache, key, value, cache->ttl_ns) < 0) {
         Py_CLEAR(value);
     }

@@ -19,7 +19,7 @@ pab_hist_init(pab_hist *h, int64_t lowest, int64_t highest, int significant_figu
                      (long long)lowest);
         return -1;
     }
-    if (highest < 2 * lowest) {
+    if (lowest > highest / 2) { /* highest < 2 * lowest, without overflowing for lowest > 2**62 */
         PyErr_Format(PyExc_ValueError, "Histogram(): highest must be >= 2 * lowest, got %lld",
                      (long long)highest);
         return -1;
@@ -88,6 +88,8 @@ pab_hist_reset(pab_hist *h)
     h->min = INT64_MAX;
     h->max = 0;
     h->clamped_count = 0;
+    h->clamped_above_count = 0;
+    h->clamped_above_at = 0;
     h->mean = 0.0;
     h->m2 = 0.0;
 }
@@ -104,6 +106,9 @@ hist_value_at_index(const pab_hist *h, int32_t index)
     return (int64_t)sub_bucket << (bucket + h->unit_magnitude);
 }
 
+/* The largest value that lands in index's sub-bucket. The top sub-bucket of a range reaching
+ * 2**63 - 1 ends exactly at 2**63 - 1, so the sum is formed in uint64 (start + width overflows
+ * int64 there) and saturated. */
 static int64_t
 hist_highest_equivalent(const pab_hist *h, int32_t index)
 {
@@ -111,7 +116,9 @@ hist_highest_equivalent(const pab_hist *h, int32_t index)
     if (bucket < 0) {
         bucket = 0;
     }
-    return hist_value_at_index(h, index) + (INT64_C(1) << (bucket + h->unit_magnitude)) - 1;
+    uint64_t width_minus_one = (UINT64_C(1) << (bucket + h->unit_magnitude)) - 1;
+    uint64_t top = (uint64_t)hist_value_at_index(h, index) + width_minus_one;
+    return top > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)top;
 }
 
 /* Value at percentile p (0..100): the highest value equivalent to the nearest-rank sample, kept
@@ -122,11 +129,12 @@ hist_percentile(const pab_hist *h, double p)
     if (h->total_count == 0) {
         return 0;
     }
+    /* (double)total_count rounds up to 2**63 near the int64 maximum: compare before converting,
+     * since converting a double of 2**63 or more to int64 is undefined. */
     double wanted = ceil(p / 100.0 * (double)h->total_count);
-    int64_t rank = wanted < 1.0 ? 1 : (int64_t)wanted;
-    if (rank > h->total_count) {
-        rank = h->total_count;
-    }
+    int64_t rank = wanted < 1.0                        ? 1
+                   : wanted >= (double)h->total_count ? h->total_count
+                                                      : (int64_t)wanted;
     int64_t seen = 0;
     int32_t last = pab_hist_index(h, h->max);
     for (int32_t i = 0; i <= last; i++) {
@@ -145,8 +153,33 @@ hist_percentile(const pab_hist *h, double p)
     return h->max;
 }
 
+/* Adds count values, all equal to value, to the moments (n, mean, m2). */
+static inline void
+moments_add(double *n, double *mean, double *m2, double count, double value)
+{
+    double total = *n + count;
+    double delta = value - *mean;
+    *mean += delta * count / total;
+    *m2 += delta * delta * *n * count / total;
+    *n = total;
+}
+
 /* Adds src into dst (same layout or not); Chan's formula combines the moments. Returns 0, or -1
- * without changing dst if a count would overflow int64. Needs no Python API. */
+ * without changing dst if a count would overflow int64. Needs no Python API.
+ *
+ * From another layout, each of src's sub-buckets is re-recorded at its lowest value, and one that
+ * starts above dst->highest is clamped to dst->highest. Those values ("re-clamped") are counted in
+ * clamped once: src's own clamped_above values among them were counted by src already. They are
+ * all among the re-clamped when the lowest value they are held at (clamped_above_at: src's
+ * highest, for a histogram that recorded them itself) is re-clamped; when it is not (src got some
+ * of them from a narrower histogram by an earlier merge), the count assumes as few of them are
+ * re-clamped as can be.
+ *
+ * The moments follow the values: when some of src's values are re-clamped, src contributes them at
+ * dst->highest and its other values at their sub-bucket midpoints (within src's exact min and
+ * max), so mean and stddev describe the values the merged histogram holds, within the precision
+ * of src's buckets; when none are, src's exact moments are used. Finally the mean is kept within
+ * [min, max] and m2 within its bounds, which rounding could otherwise leave by a hair. */
 static int
 hist_merge(pab_hist *dst, const pab_hist *src)
 {
@@ -157,18 +190,78 @@ hist_merge(pab_hist *dst, const pab_hist *src)
                dst->significant_figures == src->significant_figures;
     /* Check every sum before changing anything. Each bucket count is at most its histogram's
      * total, so when the totals' sum fits, so does every bucket's. */
-    int64_t n, clamped = dst->clamped_count;
-    if (__builtin_add_overflow(dst->total_count, src->total_count, &n) ||
-        __builtin_add_overflow(clamped, src->clamped_count, &clamped)) {
+    int64_t n;
+    if (__builtin_add_overflow(dst->total_count, src->total_count, &n)) {
         return -1;
     }
-    if (!same) {
+    int64_t reclamped = 0;        /* src values in sub-buckets starting above dst->highest */
+    int64_t already_clamped = 0;  /* of those, the ones src had clamped from above itself */
+    if (!same && src->highest > dst->highest) {
         for (int32_t i = 0; i < src->counts_len; i++) {
-            if (src->counts[i] != 0 && hist_value_at_index(src, i) > dst->highest &&
-                __builtin_add_overflow(clamped, src->counts[i], &clamped)) {
-                return -1;
+            if (src->counts[i] != 0 && hist_value_at_index(src, i) > dst->highest) {
+                reclamped += src->counts[i]; /* <= src->total_count: cannot overflow */
             }
         }
+        if (src->clamped_above_count > 0) {
+            int32_t at = pab_hist_index(src, src->clamped_above_at);
+            already_clamped = src->clamped_above_count;
+            if (hist_value_at_index(src, at) <= dst->highest) {
+                already_clamped -= src->counts[at]; /* at most that many are held there */
+                if (already_clamped < 0) {
+                    already_clamped = 0;
+                }
+            }
+            if (already_clamped > reclamped) {
+                already_clamped = reclamped;
+            }
+        }
+    }
+    /* clamped_above <= clamped and each count is at most its histogram's total: when the sum for
+     * clamped fits, so does the one for clamped_above. */
+    int64_t clamped, newly_clamped = reclamped - already_clamped;
+    if (newly_clamped > src->total_count - src->clamped_count) {
+        newly_clamped = src->total_count - src->clamped_count; /* never more than src's values */
+    }
+    if (__builtin_add_overflow(dst->clamped_count, src->clamped_count, &clamped) ||
+        __builtin_add_overflow(clamped, newly_clamped, &clamped)) {
+        return -1;
+    }
+    int64_t clamped_above = dst->clamped_above_count + src->clamped_above_count + newly_clamped;
+    int64_t clamped_above_at = dst->clamped_above_count > 0 ? dst->clamped_above_at : INT64_MAX;
+    if (src->clamped_above_count > 0) {
+        int64_t lands_at =
+            same ? src->clamped_above_at
+                 : hist_value_at_index(src, pab_hist_index(src, src->clamped_above_at));
+        lands_at = lands_at > dst->highest ? dst->highest : lands_at;
+        clamped_above_at = lands_at < clamped_above_at ? lands_at : clamped_above_at;
+    }
+    if (newly_clamped > 0 && dst->highest < clamped_above_at) {
+        clamped_above_at = dst->highest;
+    }
+    if (clamped_above == 0) {
+        clamped_above_at = 0;
+    }
+    /* src's moments, as the values it contributes. */
+    double src_mean = src->mean, src_m2 = src->m2;
+    if (reclamped == src->total_count) {
+        src_mean = (double)dst->highest;
+        src_m2 = 0.0;
+    }
+    else if (reclamped > 0) {
+        double lo = (double)src->min;
+        double hi = (double)(src->max < dst->highest ? src->max : dst->highest);
+        double k = 0.0;
+        src_mean = src_m2 = 0.0;
+        for (int32_t i = 0; i < src->counts_len; i++) {
+            if (src->counts[i] == 0 || hist_value_at_index(src, i) > dst->highest) {
+                continue;
+            }
+            double low = (double)hist_value_at_index(src, i);
+            double mid = low + ((double)hist_highest_equivalent(src, i) - low) / 2.0;
+            mid = mid < lo ? lo : mid > hi ? hi : mid;
+            moments_add(&k, &src_mean, &src_m2, (double)src->counts[i], mid);
+        }
+        moments_add(&k, &src_mean, &src_m2, (double)reclamped, (double)dst->highest);
     }
     for (int32_t i = 0; i < src->counts_len; i++) {
         int64_t c = src->counts[i];
@@ -186,8 +279,8 @@ hist_merge(pab_hist *dst, const pab_hist *src)
             dst->counts[pab_hist_index(dst, value)] += c;
         }
     }
-    double delta = src->mean - dst->mean;
-    dst->m2 += src->m2 + delta * delta * (double)dst->total_count * (double)src->total_count / (double)n;
+    double delta = src_mean - dst->mean;
+    dst->m2 += src_m2 + delta * delta * (double)dst->total_count * (double)src->total_count / (double)n;
     dst->mean += delta * (double)src->total_count / (double)n;
     dst->total_count = n;
     int64_t src_min = src->min > dst->highest ? dst->highest : src->min;
@@ -199,6 +292,13 @@ hist_merge(pab_hist *dst, const pab_hist *src)
         dst->max = src_max;
     }
     dst->clamped_count = clamped;
+    dst->clamped_above_count = clamped_above;
+    dst->clamped_above_at = clamped_above_at;
+    /* The mean of values in [min, max] lies in it; their m2 is at most n * (max - min)**2 / 4. */
+    double min = (double)dst->min, max = (double)dst->max;
+    dst->mean = dst->mean < min ? min : dst->mean > max ? max : dst->mean;
+    double m2_bound = (max - min) * (max - min) / 4.0 * (double)n;
+    dst->m2 = !(dst->m2 > 0.0) ? 0.0 : dst->m2 > m2_bound ? m2_bound : dst->m2;
     return 0;
 }
 
@@ -317,21 +417,28 @@ static inline int
 hist_record_checked(pab_hist *h, int64_t value, int64_t count)
 {
     int64_t clamped = h->clamped_count;
+    int above = 0;
     if (value < 0 || value > h->highest) {
         if (!h->clamp) {
             return -2;
         }
-        value = value < 0 ? 0 : h->highest;
         if (__builtin_add_overflow(clamped, count, &clamped)) {
             hist_overflow("record()");
             return -1;
         }
+        above = value > h->highest;
+        value = value < 0 ? 0 : h->highest;
     }
     if (count > 0 && pab_hist_record_in_range(h, value, count) < 0) {
         hist_overflow("record()");
         return -1;
     }
-    h->clamped_count = clamped;
+    if (above) {
+        pab_hist_count_clamped_above(h, count);
+    }
+    else {
+        h->clamped_count = clamped;
+    }
     return 0;
 }
 
@@ -737,12 +844,14 @@ histogram_to_dict(PyObject *op, PyObject *Py_UNUSED(ignored))
         }
         Py_DECREF(pair);
     }
-    return Py_BuildValue("{s:i,s:L,s:L,s:i,s:O,s:L,s:L,s:L,s:L,s:d,s:d,s:N}", "version", 1,
+    return Py_BuildValue("{s:i,s:L,s:L,s:i,s:O,s:L,s:L,s:L,s:L,s:L,s:L,s:d,s:d,s:N}", "version", 1,
                          "lowest", (long long)h->lowest, "highest", (long long)h->highest,
                          "significant_figures", h->significant_figures, "clamp",
                          h->clamp ? Py_True : Py_False, "count", (long long)h->total_count, "min",
                          (long long)(h->total_count ? h->min : 0), "max", (long long)h->max,
-                         "clamped", (long long)h->clamped_count, "mean", h->mean, "m2", h->m2,
+                         "clamped", (long long)h->clamped_count, "clamped_above",
+                         (long long)h->clamped_above_count, "clamped_above_at",
+                         (long long)h->clamped_above_at, "mean", h->mean, "m2", h->m2,
                          "counts", counts);
 }
 
@@ -865,10 +974,39 @@ histogram_from_dict(PyObject *cls, PyObject *data)
         PyErr_SetString(PyExc_ValueError, "from_dict(): count, min and max disagree with counts");
         goto error;
     }
+    /* clamped_above and clamped_above_at, absent from dicts written before they existed, are
+     * inferred: none unless max reached the sub-bucket of highest; else all the clamped values
+     * if none can have been clamped up to 0 (min > 0), else as many as that sub-bucket holds, at
+     * most; held at highest. */
+    int64_t clamped_above, clamped_above_at;
+    if (PyDict_GetItemString(data, "clamped_above") != NULL) {
+        if (dict_int64(data, "clamped_above", &clamped_above) < 0 ||
+            dict_int64(data, "clamped_above_at", &clamped_above_at) < 0) {
+            goto error;
+        }
+    }
+    else if (count == 0 || pab_hist_index(&self->hist, max) != pab_hist_index(&self->hist, highest)) {
+        clamped_above = clamped_above_at = 0;
+    }
+    else {
+        int64_t top_count = self->hist.counts[pab_hist_index(&self->hist, highest)];
+        clamped_above = min > 0 || clamped < top_count ? clamped : top_count;
+        clamped_above_at = clamped_above > 0 ? highest : 0;
+    }
+    if (clamped < 0 || clamped > count || clamped_above < 0 || clamped_above > clamped ||
+        clamped_above_at < 0 || clamped_above_at > highest ||
+        (clamped_above_at == 0) != (clamped_above == 0)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "from_dict(): clamped, clamped_above and clamped_above_at disagree with "
+                        "count and highest");
+        goto error;
+    }
     self->hist.total_count = count;
     self->hist.min = count ? min : INT64_MAX;
     self->hist.max = count ? max : 0;
     self->hist.clamped_count = clamped;
+    self->hist.clamped_above_count = clamped_above;
+    self->hist.clamped_above_at = clamped_above_at;
     self->hist.mean = mean;
     self->hist.m2 = m2;
     return (PyObject *)self;
@@ -962,7 +1100,8 @@ static PyMethodDef histogram_methods[] = {
     {"merge", histogram_merge, METH_O,
      "merge(other, /) -> None\n--\n\nAdd every value recorded in other (a Histogram) to this one. "
      "Histograms of another range are re-recorded at bucket resolution; values above this "
-     "histogram's highest are clamped."},
+     "histogram's highest are clamped (counted once in clamped, and in mean and stddev at "
+     "highest)."},
     {"reset", histogram_reset, METH_NOARGS, "reset() -> None\n--\n\nForget every recorded value."},
     {"copy", histogram_copy, METH_NOARGS, "copy() -> Histogram\n--\n\nAn independent copy."},
     {"to_dict", histogram_to_dict, METH_NOARGS,

@@ -40,6 +40,10 @@ typedef struct {
     int64_t min;                /* exact; INT64_MAX while empty */
     int64_t max;                /* exact; 0 while empty */
     int64_t clamped_count;      /* values recorded outside [0, highest] and clamped into it */
+    int64_t clamped_above_count; /* of those, the ones clamped down from above highest: what a
+                                  * merge into a narrower histogram must not count again */
+    int64_t clamped_above_at;   /* the lowest value those are held at (highest, unless a merge
+                                 * brought them from a narrower histogram); 0 while there are none */
     double mean;                /* running mean and sum of squared deviations (Welford / Chan) */
     double m2;
     int64_t *counts;            /* counts_len entries */
@@ -85,6 +89,18 @@ pab_hist_record_in_range(pab_hist *h, int64_t value, int64_t count)
         h->max = value;
     }
     return 0;
+}
+
+/* Counts count values clamped down to highest from above; the caller records them at highest
+ * and has checked that clamped_count + count fits (clamped_above_count <= clamped_count). */
+static inline void
+pab_hist_count_clamped_above(pab_hist *h, int64_t count)
+{
+    if (h->clamped_above_count == 0) {
+        h->clamped_above_at = h->highest;
+    }
+    h->clamped_count += count;
+    h->clamped_above_count += count;
 }
 
 /* A new Histogram object holding a copy of h; NULL with an exception set on failure. */

@@ -24,8 +24,22 @@
 #define WAIT_SLICE_NS INT64_C(20000000) /* 20 ms between signal checks while blocked */
 #define WAIT_FOREVER INT64_MAX
 
+/* A priority as (whole, frac), compared lexicographically, which orders ints and floats exactly as
+ * Python compares them (a double alone rounds ints above 2**53: 2**53 + 1 came out before 2**53):
+ *   - an int in int64: (value, 0.0);
+ *   - a float d with -2**63 <= d < 2**63: (trunc(d), d - trunc(d)); the subtraction is exact, and
+ *     the values with one `whole` k fill [k, k+1) for k > 0, (k-1, k] for k < 0 and (-1, 1) for 0,
+ *     intervals ordered as k is;
+ *   - a float (or an int a float holds exactly, such as 2**70) at or beyond +-2**63:
+ *     (INT64_MAX, d) or (INT64_MIN, d): past every int64 on its side, ordered among themselves by d.
+ * parse_priority refuses what this cannot hold exactly (NaN, other ints beyond int64). */
 typedef struct {
-    double priority;
+    int64_t whole;
+    double frac;
+} queue_priority;
+
+typedef struct {
+    queue_priority priority;
     uint64_t seq;
     int64_t put_ns;
     PyObject *obj; /* strong reference */
@@ -174,7 +188,13 @@ registry_remove(TaskQueueObject *q)
 static inline int
 item_before(const queue_item *a, const queue_item *b)
 {
-    return a->priority < b->priority || (a->priority == b->priority && a->seq < b->seq);
+    if (a->priority.whole != b->priority.whole) {
+        return a->priority.whole < b->priority.whole;
+    }
+    if (a->priority.frac != b->priority.frac) {
+        return a->priority.frac < b->priority.frac;
+    }
+    return a->seq < b->seq;
 }
 
 static int
@@ -244,7 +264,7 @@ queue_take(TaskQueueObject *self)
      * is not checked and the clamped count matches the recorded one. */
     if (waited > self->wait_ns.highest) {
         waited = self->wait_ns.highest;
-        self->wait_ns.clamped_count++;
+        pab_hist_count_clamped_above(&self->wait_ns, 1);
     }
     (void)pab_hist_record_in_range(&self->wait_ns, waited, 1);
     if (self->waiting_putters > 0) {
@@ -261,7 +281,7 @@ queue_is_full(const TaskQueueObject *self)
 
 /* Adds an item (the caller gives its reference). Mutex held. -1 on memory failure. */
 static inline int
-queue_add(TaskQueueObject *self, PyObject *obj, double priority)
+queue_add(TaskQueueObject *self, PyObject *obj, queue_priority priority)
 {
     queue_item item = {priority, self->next_seq, pab_now_ns(), obj};
     if (heap_push(self, item) < 0) {
@@ -469,7 +489,8 @@ queue_get_nowait(PyObject *op, PyObject *Py_UNUSED(ignored))
 /* ---- put ---- */
 
 static PyObject *
-queue_put_impl(TaskQueueObject *self, PyObject *obj, double priority, int block, int64_t deadline_ns)
+queue_put_impl(TaskQueueObject *self, PyObject *obj, queue_priority priority, int block,
+               int64_t deadline_ns)
 {
     Py_INCREF(obj);
     pthread_mutex_lock(&self->mutex);
@@ -537,38 +558,99 @@ queue_put_impl(TaskQueueObject *self, PyObject *obj, double priority, int block,
     }
 }
 
-static int
-parse_priority(PyObject *obj, double *priority)
+/* A float (not NaN) as a priority; see queue_priority. */
+static queue_priority
+priority_from_double(double d)
 {
-    if (obj == NULL) {
-        *priority = 0.0;
-        return 0;
+    queue_priority p;
+    if (d >= 9223372036854775808.0) { /* 2**63, exact as a double */
+        p.whole = INT64_MAX;
+        p.frac = d;
     }
-    if (PyLong_CheckExact(obj)) {
-        int overflow;
-        long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
-        if (!overflow) {
-            if (v == -1 && PyErr_Occurred()) {
-                return -1;
-            }
-            *priority = (double)v;
+    else if (d < -9223372036854775808.0) {
+        p.whole = INT64_MIN;
+        p.frac = d;
+    }
+    else {
+        double whole = trunc(d);
+        p.whole = (int64_t)whole; /* in range: -2**63 <= whole <= 2**63 - 1024 */
+        p.frac = d - whole;       /* exact (Sterbenz); +-0.0 for integral d, equal either way */
+    }
+    return p;
+}
+
+/* An int beyond int64: accepted when a float holds it exactly (it then orders as that float),
+ * refused otherwise, since its order against its neighbours could not be kept. */
+static int
+parse_big_int_priority(PyObject *obj, queue_priority *priority)
+{
+    double d = PyLong_AsDouble(obj);
+    if (d == -1.0 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            return -1;
+        }
+        PyErr_Clear();
+    }
+    else {
+        PyObject *back = PyLong_FromDouble(d);
+        if (back == NULL) {
+            return -1;
+        }
+        int exact = PyObject_RichCompareBool(back, obj, Py_EQ);
+        Py_DECREF(back);
+        if (exact < 0) {
+            return -1;
+        }
+        if (exact) {
+            *priority = priority_from_double(d);
             return 0;
         }
     }
-    if (!PyLong_Check(obj) && !PyFloat_Check(obj)) {
+    PyObject *bits = PyObject_CallMethod(obj, "bit_length", NULL);
+    if (bits == NULL) {
+        return -1;
+    }
+    PyErr_Format(PyExc_ValueError,
+                 "put(): priority is an int of %S bits, beyond int64 and not exactly a float, so "
+                 "its order could not be kept exactly; use an int from -2**63 to 2**63 - 1, or a "
+                 "float if rounding it is acceptable",
+                 bits);
+    Py_DECREF(bits);
+    return -1;
+}
+
+static int
+parse_priority(PyObject *obj, queue_priority *priority)
+{
+    if (obj == NULL) {
+        priority->whole = 0;
+        priority->frac = 0.0;
+        return 0;
+    }
+    if (PyLong_Check(obj)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (v == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (overflow) {
+            return parse_big_int_priority(obj, priority);
+        }
+        priority->whole = (int64_t)v;
+        priority->frac = 0.0;
+        return 0;
+    }
+    if (!PyFloat_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "put(): priority must be an int or a float, not %.100s",
                      Py_TYPE(obj)->tp_name);
         return -1;
     }
-    double value = PyFloat_AsDouble(obj);
-    if (value == -1.0 && PyErr_Occurred()) {
-        return -1;
-    }
+    double value = PyFloat_AS_DOUBLE(obj);
     if (isnan(value)) {
         PyErr_SetString(PyExc_ValueError, "put(): priority must not be NaN");
         return -1;
     }
-    *priority = value;
+    *priority = priority_from_double(value);
     return 0;
 }
 
@@ -576,7 +658,7 @@ static PyObject *
 queue_put(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     TaskQueueObject *self = (TaskQueueObject *)op;
-    double priority;
+    queue_priority priority;
     if (kwnames == NULL && (nargs == 1 || nargs == 2)) {
         if (parse_priority(nargs == 2 ? args[1] : NULL, &priority) < 0) {
             return NULL;
@@ -600,7 +682,7 @@ queue_put_nowait(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject
 {
     static const char *const names[] = {"item", "priority"};
     PyObject *values[2];
-    double priority;
+    queue_priority priority;
     if (parse_arguments("put_nowait", args, nargs, kwnames, names, 2, 1, values) < 0 ||
         parse_priority(values[1], &priority) < 0) {
         return NULL;

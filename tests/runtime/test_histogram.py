@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import json
 import math
+import os
 import random
 import statistics
 import subprocess
@@ -274,11 +275,16 @@ def test_many_histograms_created_and_freed_keep_rss_flat():
 # ---- Python code run mid-call, and count overflow (regressions) ----
 
 
+#: Passed on to child interpreters, so that a sanitizer build's children load its runtime too.
+SANITIZER_VARIABLES = ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONMALLOC")
+
+
 def run_isolated(code: str) -> subprocess.CompletedProcess:
     """Runs code in a fresh interpreter (a crash must not take pytest down with it)."""
+    env = {"PYTHONPATH": ":".join(sys.path), "PYTHONFAULTHANDLER": "1"}
+    env.update({name: os.environ[name] for name in SANITIZER_VARIABLES if name in os.environ})
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-        env={"PYTHONPATH": ":".join(sys.path), "PYTHONFAULTHANDLER": "1"},
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env,
     )
 
 
@@ -404,3 +410,116 @@ def test_out_of_range_message_reports_the_value_passed_not_a_saturated_int64():
     with pytest.raises(ValueError, match=r"value 18446744073709551615 is outside"):
         h.record_many(array.array("Q", [2**64 - 1]))
     assert h.count == 1  # only the 1 before the bad value
+
+
+# ---- merge from a wider histogram, and bounds near 2**63 (issue 19) ----
+
+
+def test_merge_from_a_wider_histogram_counts_each_clamped_value_once():
+    wide = Histogram(1, 10**9)
+    wide.record(10**12)  # clamped by wide itself
+    wide.record(10**8)  # clamped by the merge
+    wide.record(-5)  # clamped up to 0 by wide
+    narrow = Histogram(1, 1000)
+    narrow.merge(wide)
+    assert (narrow.count, narrow.clamped, narrow.min, narrow.max) == (3, 3, 0, 1000)
+
+    # Through a wider histogram in between: A clamps 10**5 to 1000, B (wider) holds it at 1000,
+    # C (narrower than both) clamps it again. Still one value, clamped once.
+    a = Histogram(1, 1000)
+    a.record(10**5)
+    b = Histogram(1, 10**6)
+    b.merge(a)
+    b.record(5000)
+    c = Histogram(1, 500)
+    c.merge(b)
+    assert (a.clamped, b.clamped, c.clamped, c.count) == (1, 1, 2, 2)
+
+    same = Histogram(highest=1000)
+    same.merge(narrow)
+    same.merge(same)
+    assert (same.count, same.clamped) == (6, 6)
+
+
+def test_merge_from_a_wider_histogram_moves_mean_and_stddev_with_the_clamped_values():
+    # Issue 19: the mean stayed that of the unclamped values (50,000,005 with max 1000).
+    wide = Histogram(1, 10**9)
+    wide.record(10**8)
+    narrow = Histogram(1, 1000)
+    narrow.record(10)
+    narrow.merge(wide)
+    assert (narrow.max, narrow.mean, narrow.stddev) == (1000, 505.0, 495.0)  # of [10, 1000]
+
+    wide = Histogram(1, 10**9)
+    wide.record(100)
+    wide.record(10**8)
+    narrow = Histogram(1, 1000)
+    narrow.merge(wide)
+    assert (narrow.mean, narrow.stddev) == (550.0, 450.0)  # of [100, 1000]
+
+    rng = random.Random(19)
+    values = [rng.randint(1, 3000) for _ in range(20_000)] + [rng.randint(10**6, 10**9) for _ in range(500)]
+    wide = Histogram(1, 10**9)
+    wide.record_many(values)
+    narrow = Histogram(1, 2000)
+    narrow.merge(wide)
+    held = [min(v, 2000) for v in values]
+    assert narrow.clamped == sum(1 for v in values if v > 2000)
+    assert narrow.mean == pytest.approx(statistics.fmean(held), rel=1e-3)
+    assert narrow.stddev == pytest.approx(statistics.pstdev(held), rel=1e-3)
+    assert narrow.min <= narrow.mean <= narrow.max == 2000
+
+
+def test_merge_from_a_narrower_or_equal_range_keeps_the_exact_moments():
+    values = [3, 5, 1_000_000, 77]
+    a = Histogram(significant_figures=2)
+    a.record_many(values)
+    b = Histogram(significant_figures=4)
+    b.merge(a)
+    assert b.mean == statistics.fmean(values) and b.stddev == pytest.approx(statistics.pstdev(values), rel=1e-12)
+
+
+def test_clamped_above_round_trips_and_is_inferred_for_older_dicts():
+    wide = Histogram(1, 10**9)
+    wide.record_many([10**12, 10**12, 500])
+    data = wide.to_dict()
+    assert (data["clamped"], data["clamped_above"], data["clamped_above_at"]) == (2, 2, 10**9)
+    assert Histogram.from_dict(json.loads(json.dumps(data))).to_dict() == data
+    older = {k: v for k, v in data.items() if k not in ("clamped_above", "clamped_above_at")}
+    assert Histogram.from_dict(older).to_dict() == data  # min > 0: every clamped value was above
+    narrow = Histogram(1, 1000)
+    narrow.merge(Histogram.from_dict(older))
+    assert (narrow.count, narrow.clamped) == (3, 2)
+    for bad in ({"clamped": 4}, {"clamped": -1}, {"clamped_above": 3}, {"clamped_above_at": 10**10},
+                {"clamped_above": 1, "clamped_above_at": 0}):
+        with pytest.raises(ValueError, match="clamped"):
+            Histogram.from_dict({**data, **bad})
+
+
+def test_lowest_above_2_62_is_refused_without_overflowing():
+    # highest < 2 * lowest was computed as 2 * lowest, which overflows int64 for lowest > 2**62.
+    for lowest in (2**62 + 1, 2**63 - 1):
+        with pytest.raises(ValueError, match=r"highest must be >= 2 \* lowest"):
+            Histogram(lowest, 2**63 - 1)
+    h = Histogram(2**58 - 1, 2**63 - 1, 1)  # the widest unit that leaves room for 1 figure
+    h.record(2**63 - 1)
+    assert h.percentile(100) == 2**63 - 1
+    for lowest, figures in [(2**58, 1), (2**52, 3), (2**45, 5)]:
+        with pytest.raises(ValueError, match="leave no room"):
+            Histogram(lowest, 2**63 - 1, figures)
+        assert Histogram(lowest - 1, 2**63 - 1, figures).lowest == lowest - 1
+
+
+def test_the_top_of_an_int64_range_and_int64_counts_give_exact_percentiles():
+    h = Histogram(1, 2**63 - 1)
+    h.record(2**63 - 1)  # its sub-bucket ends at 2**63 - 1: the end used to overflow
+    h.record(2**62 + 12345)
+    assert h.percentile(100) == 2**63 - 1
+    assert abs(h.percentile(50) - (2**62 + 12345)) <= (2**62 + 12345) / 1000
+    # 2**63 - 1 values: the rank of p=100 is 2**63 - 1, which a double rounds to 2**63; converting
+    # that to int64 is undefined (on x86 it gave INT64_MIN, and p100 the smallest value).
+    counts = Histogram()
+    counts.record(1, count=2**62)
+    counts.record(1000, count=2**62 - 1)
+    assert counts.count == 2**63 - 1
+    assert (counts.percentile(100), counts.percentile(50), counts.percentile(99.9)) == (1000, 1, 1000)

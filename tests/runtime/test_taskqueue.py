@@ -20,6 +20,14 @@ from pyagentbench import Histogram, QueueClosed, TaskQueue
 from leakcheck import rss_growth_bytes
 
 
+def child_env() -> dict[str, str]:
+    """The environment of a child interpreter: this sys.path, and a sanitizer build's runtime."""
+    env = {"PYTHONPATH": ":".join(sys.path), "PYTHONFAULTHANDLER": "1"}
+    names = ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONMALLOC")
+    env.update({name: os.environ[name] for name in names if name in os.environ})
+    return env
+
+
 def start_thread(target, *args) -> threading.Thread:
     thread = threading.Thread(target=target, args=args, daemon=True)
     thread.start()
@@ -45,6 +53,46 @@ def test_float_and_large_priorities():
     q.put("d", 2**70)
     q.put("z")
     assert [q.get_nowait() for _ in range(5)] == ["a", "z", "b", "c", "d"]
+
+
+def test_int_and_float_priorities_keep_their_exact_order():
+    # Issue 19: priorities were C doubles, so ints above 2**53 lost their order (2**53 + 1 came
+    # out before 2**53). Python's own comparison of the same numbers is the reference.
+    rng = random.Random(19)
+    edges = [2**53, 2**53 + 1, 2**53 - 1, 2**62, 2**62 + 1, 2**63 - 1, 2**63 - 2, -(2**63),
+             -(2**63) + 1, -(2**53) - 1, 2**64, 2**70, -(2**70), 0, -1, 1]
+    numbers = []
+    for edge in edges:
+        numbers += [edge, float(edge), edge + 0.5 if abs(edge) < 2**52 else edge]
+    numbers += [rng.randint(-(2**63), 2**63 - 1) for _ in range(300)]
+    numbers += [rng.randint(2**53 - 50, 2**53 + 50) for _ in range(100)]
+    numbers += [float(rng.randint(2**53 - 50, 2**53 + 50)) for _ in range(100)]
+    numbers += [rng.uniform(-1e20, 1e20) for _ in range(100)] + [rng.uniform(-1, 1) for _ in range(100)]
+    numbers += [-1e-20, -2e-20, 1e-300, -1e-300, -0.0, 0.0, float("inf"), -float("inf"), 1e300, -1e300]
+    items = [(p, i) for i, p in enumerate(numbers)]
+    rng.shuffle(items)
+    q = TaskQueue()
+    for priority, seq in items:
+        q.put((priority, seq), priority)
+    out = [q.get_nowait() for _ in items]
+    # put order is the shuffled order: equal priorities (2**53 and 2.0**53) come out FIFO.
+    put_index = {item: i for i, item in enumerate(items)}
+    assert out == sorted(items, key=lambda item: (item[0], put_index[item]))
+
+
+def test_ints_beyond_int64_that_a_float_cannot_hold_are_refused():
+    q = TaskQueue()
+    for bad, bits in [(2**63 + 1, 64), (-(2**63) - 1, 64), (2**70 + 1, 71), (10**400, 1329), (-(10**5000), 16610)]:
+        for put in (q.put, q.put_nowait):
+            with pytest.raises(ValueError, match=rf"^put\(\): priority is an int of {bits} bits, beyond int64 "):
+                put("x", bad)
+        with pytest.raises(ValueError, match="use an int from -2\\*\\*63 to 2\\*\\*63 - 1, or a float"):
+            asyncio.run(q.aput("x", bad))
+    assert q.qsize() == 0 and q.stats()["puts"] == 0
+    q.put("2**64", 2**64)  # beyond int64 but exactly a float: accepted, and ordered exactly
+    q.put("max", 2**63 - 1)
+    q.put("2**64 as a float", 2.0**64)
+    assert [q.get_nowait() for _ in range(3)] == ["max", "2**64", "2**64 as a float"]
 
 
 def test_bad_arguments_raise_clear_errors():
@@ -497,7 +545,7 @@ def test_child_forked_while_threads_wait_can_use_the_queues():
     """
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-        env={"PYTHONPATH": ":".join(sys.path), "PYTHONFAULTHANDLER": "1"},
+        env=child_env(),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == "child exit 0", proc.stdout + proc.stderr
@@ -509,3 +557,30 @@ def test_maxsize_of_the_wrong_type_is_named(bad, name):
         TaskQueue(maxsize=bad)
     with pytest.raises(TypeError, match="maxsize must be an int"):
         TaskQueue(bad)
+
+
+def test_deeply_nested_payloads_pass_through_untouched():
+    # Issue 19: the queue never hashes, compares or reprs an item (priorities are numbers), so a
+    # payload nested 200,000 deep goes in and out, is collected with a cycle through the queue,
+    # and is freed with the queue, without recursing in C.
+    code = """if True:
+        import gc
+        from pyagentbench import TaskQueue
+        deep = []
+        for _ in range(200_000):
+            deep = [deep]
+        q = TaskQueue()
+        q.put(deep, 1)
+        q.put(deep, 0)
+        deep.append(q)  # a cycle through the queue, for the collector
+        assert q.get() is deep and "depth=1" in repr(q)
+        del deep
+        gc.collect()
+        q.close()
+        del q
+        gc.collect()
+        print("ok")
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=child_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
