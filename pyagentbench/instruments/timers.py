@@ -853,18 +853,50 @@ def _run(runner, plan: _Plan, probe_ns: int | None) -> tuple[Measurement, Any]:
     if warmup_rounds:
         warm = runner.run(loops, warmup_rounds)
         round_ns = float(min(warm)) if round_ns is None else min(round_ns, float(min(warm)))
+    tails = _PerCallTails(runner, loops)
     if rounds is None:
         if round_ns is None:
             round_ns = float(runner.run(loops, 1)[0])
-        fit = int(max_time * 1e9 / max(round_ns, 1.0))
+        in_round = tails.wanted and tails.in_rounds(round_ns / loops)
         floor = DEFAULT_MIN_ROUNDS if min_rounds is None else min_rounds
-        rounds = max(min(fit, DEFAULT_MAX_ROUNDS), floor)
-    tails = _PerCallTails(runner, loops)
-    in_round = tails.wanted and round_ns is not None and tails.in_rounds(round_ns / loops)
-    rounds_ns = runner.run(loops, rounds, *tails.arguments(in_round))
+        rounds_ns = _rounds_until(runner, loops, round_ns, max_time, floor,
+                                  tails.arguments(in_round))
+    else:
+        in_round = tails.wanted and round_ns is not None and tails.in_rounds(round_ns / loops)
+        rounds_ns = runner.run(loops, rounds, *tails.arguments(in_round))
     result = runner.result
-    tails.finish(rounds * loops)
+    tails.finish(len(rounds_ns) * loops)
     return tails.measurement(rounds_ns), result
+
+
+#: A time-bounded run times its rounds in chunks (at most 1/_TIME_CHUNKS of what fits), re-estimating
+#: after each how many more fit, so a target whose warm-up rounds were faster than its typical
+#: round (rare slow calls, a cache that fills) still stops at ``max_time``.
+_TIME_CHUNKS = 8
+
+
+def _rounds_until(runner: Any, loops: int, round_ns: float, max_time: float, min_rounds: int,
+                  per_call: tuple[Any, Any]) -> array.array:
+    """Timed rounds until ``max_time`` is spent (judged by the rounds' own times, which is what
+    they cost), at least ``min_rounds`` and at most DEFAULT_MAX_ROUNDS."""
+    budget_ns = max_time * 1e9
+    out = array.array("q")
+    spent_ns = 0
+    # Chunks start at one round and at most double, so however much slower the rounds are than
+    # the warm-up said, the run overshoots by at most about what it already spent.
+    chunk = 1
+    while len(out) < DEFAULT_MAX_ROUNDS:
+        if spent_ns >= budget_ns:
+            if len(out) >= min_rounds:
+                break
+            chunk = min_rounds - len(out)
+        got = runner.run(loops, min(chunk, DEFAULT_MAX_ROUNDS - len(out)), *per_call)
+        out.extend(got)
+        spent_ns += sum(got)
+        mean_ns = max(spent_ns / len(out), 1.0)
+        fit_more = int((budget_ns - spent_ns) / mean_ns)
+        chunk = max(1, min(fit_more, 2 * len(got), max(1, int(budget_ns / mean_ns) // _TIME_CHUNKS)))
+    return out
 
 
 class _PerCallTails:

@@ -400,3 +400,21 @@ def test_min_rounds_raises_the_floor():
     assert result.rounds == 12
     with pytest.raises(ValueError, match="min_rounds must be >= 1"):
         measure(_noop, min_rounds=0)
+
+
+def test_measure_rounds_of_rare_slow_calls_fit_max_time():
+    # Every 50th call sleeps 1 ms: the fastest warm-up round (no slow call in it) said 100,000
+    # rounds fit, and they took 30-115 s. The rounds are timed in chunks, re-estimated as they go.
+    calls = [0]
+
+    def tail():
+        calls[0] += 1
+        if calls[0] % 50 == 0:
+            time.sleep(0.001)
+
+    start = time.perf_counter()
+    # loops=20: the probe and the one warm-up round are calls 1-21, none slow, so the warm-up
+    # alone says 0.2 s holds ~100,000 rounds, which would take ~40 s
+    result = measure(tail, loops=20, max_time=0.2)
+    assert time.perf_counter() - start < 2.0, result
+    assert result.p99 >= 0.0009
