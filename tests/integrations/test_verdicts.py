@@ -442,3 +442,15 @@ def test_a_first_run_with_both_gates_is_refused_by_pytest_benchmark_and_still_sh
         "agentbench: no saved run to compare with; --agentbench-compare-fail gates not checked",
         "*agentbench: memory, allocations, throughput*",
     ])
+
+
+def test_a_gated_first_run_passes_under_filterwarnings_error(pytester):
+    # pytest-benchmark warns "Can't compare. No benchmark files" while it configures; under
+    # filterwarnings = error that was an INTERNALERROR (exit 3) on the CI recipe's first run.
+    pytester.makeini("[pytest]\nfilterwarnings =\n    error\n")
+    pytester.makepyfile(test_agents=AGENT_TESTS)
+    result = run(pytester, *GATED, "--agentbench-compare-fail=peak_rss:20%")
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    result.assert_outcomes(passed=2, skipped=1)
+    result.stdout.fnmatch_lines(
+        ["agentbench: no saved run to compare with; --agentbench-compare-fail gates not checked"])
