@@ -357,10 +357,15 @@ class AgentBenchmark:
                 stats.update(ns * 1e-9)
         metrics = load_metrics(result)
         metrics.update(window.metrics)
+        all_failed = bool(result.failed and not result.completed)
         try:
             self._store(metrics)
-        finally:  # a broken budget must not hide that nothing worked
-            _fail_if_all_failed(result)
+        except BaseException:
+            if not all_failed:
+                raise
+        # Nothing worked: that is the failure to show, not the budgets it broke on the way (raised
+        # outside the handler, so it is not printed as happening "during" a budget failure).
+        _fail_if_all_failed(result)
         return result
 
     # ---- awaitable forms, for async tests ----
@@ -503,7 +508,7 @@ def _fail_if_all_failed(result: Any) -> None:
 
     by_type = ", ".join(f"{name}: {f.count}" for name, f in result.failures.items())
     pytest.fail(
-        f"agent_benchmark.throughput(): all {result.failed} tasks failed ({by_type}); "
+        f"agent_benchmark load: all {result.failed} tasks failed ({by_type}); "
         f"the first failure:\n{result.first_error or ''}",
         pytrace=False,
     )

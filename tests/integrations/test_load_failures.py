@@ -40,7 +40,7 @@ def test_a_load_in_which_every_task_failed_fails_the_test_with_the_first_excepti
     assert result.ret == 1
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "*agent_benchmark.throughput(): all 50 tasks failed (ValueError: 50); the first failure:*",
+        "*agent_benchmark load: all 50 tasks failed (ValueError: 50); the first failure:*",
         "Traceback (most recent call last):",
         '*test_all_failed.py", line 2, in handle*',
         "ValueError: no API key for model gpt-x (payload 0)",
@@ -94,6 +94,9 @@ def test_failures_by_type_land_in_extra_info(pytester):
         "*all 20 tasks failed (ZeroDivisionError: 20)*",
         "ZeroDivisionError: division by zero",
     ])
+    # and it is the one failure shown, not a second one "during handling" of the budget's
+    assert "During handling of the above exception" not in result.stdout.str()
+    assert "SLO budget" not in result.stdout.str()
 
 
 CLASS_NOT_INSTANCE = """
