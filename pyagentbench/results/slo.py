@@ -93,7 +93,9 @@ def merge_markers(markers: Iterable[tuple[tuple, Mapping[str, Any]]]) -> tuple[t
 
 
 def parse_budgets(args: tuple, kwargs: Mapping[str, Any]) -> list[Budget]:
-    """Budgets from an slo marker's arguments; ValueError with a clear message on bad input."""
+    """Budgets from an slo marker's arguments; ValueError with a clear message on bad input. A
+    keyword set to None sets no budget: on a method, ``slo(max_rss=None)`` lifts the one its class
+    or module marker set (markers merge first, nearest winning)."""
     if args:
         raise ValueError("@pytest.mark.slo takes keyword arguments only, e.g. slo(p99='200ms')")
     if not kwargs:
@@ -104,6 +106,8 @@ def parse_budgets(args: tuple, kwargs: Mapping[str, Any]) -> list[Budget]:
             raise ValueError(
                 f"@pytest.mark.slo: unknown budget {keyword!r}; known: {', '.join(BUDGETS)}"
             )
+        if value is None:  # lifts a budget a class or module marker set: no budget here
+            continue
         metric_name, bound = BUDGETS[keyword]
         m = metric(metric_name)
         try:

@@ -45,3 +45,13 @@ def test_a_budget_is_an_absolute_limit_without_a_floor():
     assert check_budgets(budgets, {"peak_rss_bytes": 1 << 20}) == ([], [])
     broken, _ = check_budgets(budgets, {"peak_rss_bytes": (1 << 20) + 1})
     assert broken == ["SLO budget max_rss='1MiB' broken: measured peak_rss = 1048577 B, above the budget of 1048576 B"]
+
+
+def test_none_on_a_nearer_marker_lifts_an_inherited_budget():
+    from pyagentbench.results.slo import merge_markers, parse_budgets
+
+    # method marker first (nearest), then the class's
+    args, kwargs = merge_markers([((), {"max_allocs_per_call": None}),
+                                  ((), {"max_allocs_per_call": 10, "p99": "1ms"})])
+    budgets = parse_budgets(args, kwargs)
+    assert [b.keyword for b in budgets] == ["p99"]
