@@ -239,10 +239,12 @@ def test_every_form_works_and_records_in_an_async_suite(pytester, mode):
                                 ("test_apedantic_setup", 3, 1)):
         record = found[name]["extra_info"]["agentbench"]
         assert (found[name]["stats"]["rounds"], record["rounds"], record["loops"]) == (rounds, rounds, loops)
-    # grab() returns a new 1 MiB bytearray per call: 1 MiB per call, plus a coroutine's worth.
+    # grab() returns a new 1 MiB bytearray per call: 1 MiB per call, give or take a coroutine's
+    # worth and the event loop's own bookkeeping, which can land in either of the two differenced
+    # passes (seen: 1 MiB - 39 B).
     for name in ("test_call_allocs", "test_acall_allocs"):
         nbytes = found[name]["extra_info"]["agentbench"]["bytes_per_call"]
-        assert MiB <= nbytes <= MiB + 4096, (name, nbytes)
+        assert abs(nbytes - MiB) <= 4096, (name, nbytes)
     # A load alone: each task's service time is a round; every task completed.
     for name, tasks in (("test_throughput_async", 50), ("test_throughput_plain", 50),
                         ("test_athroughput", 40), ("test_athroughput_plain", 40),
