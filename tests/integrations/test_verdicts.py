@@ -373,7 +373,12 @@ def test_stacked_slo_markers_merge_nearest_first(pytester):
         "*_ TestAgent.test_class_and_module _*",
         "SLO budget max_allocs_per_call='0' broken*",
     ])
-    assert result.stdout.str().count("SLO budget p99=") == 1
+    # The class's test breaks no p99 budget. Read its failure section, not the whole output: pytest
+    # prints whole messages in the short summary when it runs under CI (the CI variable is set).
+    out = result.stdout.str()
+    section = out.split("_ TestAgent.test_class_and_module _", 1)[1].split("short test summary", 1)[0]
+    assert "max_allocs_per_call='0' broken" in section
+    assert "p99=" not in section
 
 
 # ---- 8. the summary table -----------------------------------------------------------------------
