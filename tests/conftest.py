@@ -25,3 +25,23 @@ def _pytester_runs_are_not_xdist_workers(request, monkeypatch):
             addopts = os.environ.get("PYTEST_ADDOPTS", "")
             monkeypatch.setenv("PYTEST_ADDOPTS",
                                f"{addopts} -o asyncio_default_fixture_loop_scope=function".strip())
+
+
+# ---- the sanitizer stage (.ci/run, `nox -s sanitizer`) ----
+
+#: Set to 1 by the sanitizer stage, whose extension is built with -fsanitize=address,undefined.
+SANITIZER_ENV = "PYAGENTBENCH_SANITIZER"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skips the tests marked no_sanitizer (registered in pyproject.toml), each with its reason,
+    in the sanitizer stage only; a mark without a reason is a usage error everywhere."""
+    sanitized = os.environ.get(SANITIZER_ENV) == "1"
+    for item in items:
+        for mark in item.iter_markers("no_sanitizer"):
+            reason = mark.kwargs.get("reason") or (mark.args[0] if mark.args else "")
+            if not reason:
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.no_sanitizer needs reason=..., "
+                                        "saying why the test cannot hold under a sanitizer")
+            if sanitized:
+                item.add_marker(pytest.mark.skip(reason=f"under the sanitizer build: {reason}"))

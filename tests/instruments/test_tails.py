@@ -99,6 +99,8 @@ def test_async_p99_is_the_slow_calls_time():
     assert m.max >= SLOW_S
 
 
+@pytest.mark.no_sanitizer(
+    reason="a p99/median ratio: ASan's allocator (PYTHONMALLOC=malloc) widens a 100 ns call's tail")
 def test_tails_of_a_100ns_function_are_near_its_rounds():
     def about_100ns():
         total = 0
@@ -374,6 +376,7 @@ def test_the_notebook_table_shows_the_per_call_tail_and_stream_times():
     assert "first item" not in [name for name, _ in plain.rows()]
 
 
+@pytest.mark.no_sanitizer(reason="ASan's quarantine and shadow memory keep RSS from staying flat")
 def test_per_call_and_stream_loops_do_not_leak():
     from leakcheck import rss_growth_bytes
 

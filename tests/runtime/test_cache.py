@@ -337,6 +337,7 @@ def test_reference_cycles_through_cached_values_are_collected():
     assert [r() for r in refs] == [None, None, None]
 
 
+@pytest.mark.no_sanitizer(reason="ASan's quarantine and shadow memory keep RSS from staying flat")
 def test_one_million_cache_operations_keep_rss_flat():
     c = Cache(maxsize=1000, ttl=3600)
     get, set_ = c.get, c.set
@@ -350,6 +351,7 @@ def test_one_million_cache_operations_keep_rss_flat():
     assert len(c) == 1000
 
 
+@pytest.mark.no_sanitizer(reason="ASan's quarantine and shadow memory keep RSS from staying flat")
 def test_one_million_cached_calls_keep_rss_flat():
     @cached(maxsize=256)
     def square(x, y=1):
@@ -474,6 +476,8 @@ def test_cache_key_is_a_stable_sha256_of_canonical_json():
     assert cache_key("é") == cache_key("é")
 
 
+@pytest.mark.no_sanitizer(
+    reason="its child gets a fresh environment, without the ASan preload the build needs")
 def test_cache_key_is_the_same_in_another_process():
     args = ("summarise", {"temperature": 0.2, "tools": ["a", "b"]})
     code = (
@@ -505,6 +509,8 @@ def run_isolated(code: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.no_sanitizer(
+    reason="its child gets a fresh environment, without the ASan preload the build needs")
 def test_lookup_from_a_key_hash_run_by_eviction_sees_a_consistent_cache():
     # Eviction deletes k1 from the dict, which calls k1.__hash__; the lookup made from there used to
     # find an entry already unlinked from the LRU list but still in the dict, and crash.
@@ -534,6 +540,8 @@ def test_lookup_from_a_key_hash_run_by_eviction_sees_a_consistent_cache():
 
 
 @pytest.mark.parametrize("through", ["cache", "cached"])
+@pytest.mark.no_sanitizer(
+    reason="its child gets a fresh environment, without the ASan preload the build needs")
 def test_threads_evicting_keys_with_python_hash_do_not_crash(through):
     # Frozen-dataclass keys hash in Python, so the GIL can switch inside an eviction's dict deletion.
     code = f"""if True:
@@ -676,6 +684,8 @@ def test_test_clock_out_of_int64_nanoseconds_raises_value_error(seconds):
     assert len(Cache(ttl=1, clock=lambda: 9.2e9)) == 0  # the edge of the range still works
 
 
+@pytest.mark.no_sanitizer(
+    reason="its child gets a fresh environment, without the ASan preload the build needs")
 def test_calling_a_cleared_cached_function_raises_instead_of_crashing():
     # The GC's tp_clear empties a CachedFunction; a call reaching it afterwards (any call goes
     # through vectorcall) must raise, not call a NULL function.

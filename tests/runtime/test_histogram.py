@@ -248,6 +248,7 @@ def test_threads_recording_concurrently_lose_nothing():
     assert h.max == 49_999 and h.min == 0
 
 
+@pytest.mark.no_sanitizer(reason="ASan's quarantine and shadow memory keep RSS from staying flat")
 def test_one_million_records_keep_rss_flat():
     h = Histogram()
     record = h.record
@@ -260,6 +261,7 @@ def test_one_million_records_keep_rss_flat():
     assert rss_growth_bytes(op, 1_000_000) < 4 * 1024 * 1024
 
 
+@pytest.mark.no_sanitizer(reason="ASan's quarantine and shadow memory keep RSS from staying flat")
 def test_many_histograms_created_and_freed_keep_rss_flat():
     def op(n):
         for _ in range(n):
@@ -282,6 +284,8 @@ def run_isolated(code: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.no_sanitizer(
+    reason="its child gets a fresh environment, without the ASan preload the build needs")
 def test_percentiles_holds_its_ps_while_their_float_runs():
     # A p whose __float__ empties the list it came from drops the last reference to itself.
     code = """if True:
@@ -306,6 +310,8 @@ def test_percentiles_holds_its_ps_while_their_float_runs():
     assert proc.stdout.strip() == "ok"
 
 
+@pytest.mark.no_sanitizer(
+    reason="its child gets a fresh environment, without the ASan preload the build needs")
 def test_from_dict_holds_counts_while_entries_run_python_code():
     # An entry's __index__ drops data["counts"] (and the entries with it) mid-iteration.
     code = """if True:

@@ -296,6 +296,7 @@ def test_queue_holding_a_cycle_is_collected():
     assert ref() is None
 
 
+@pytest.mark.no_sanitizer(reason="ASan's quarantine and shadow memory keep RSS from staying flat")
 def test_one_million_put_get_keep_rss_flat():
     q = TaskQueue()
     put, get = q.put, q.get
@@ -309,6 +310,7 @@ def test_one_million_put_get_keep_rss_flat():
     assert q.qsize() == 0
 
 
+@pytest.mark.no_sanitizer(reason="ASan's quarantine and shadow memory keep RSS from staying flat")
 def test_queues_created_and_freed_keep_rss_flat():
     def op(n):
         for _ in range(n):
@@ -433,6 +435,8 @@ def test_async_producers_and_consumers_round_trip():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.no_sanitizer(
+    reason="its child gets a fresh environment, without the ASan preload the build needs")
 def test_child_forked_while_threads_wait_can_use_the_queues():
     # Forked while threads wait in get(), put() and join(): the child inherits condition variables
     # that count waiters which do not exist there; signalling them once a child thread waits too
