@@ -171,7 +171,11 @@ def test_pytest11_entry_point_loads_the_plugin():
     # this process's importlib.metadata unable to see any distribution afterwards.
     code = (
         "import importlib.metadata as m\n"
-        "(e,) = [e for e in m.entry_points(group='pytest11') if e.name == 'agentbench']\n"
+        # entry_points(group=...) is Python 3.10+; 3.9 gives a dict, and may list a distribution
+        # twice, hence the set
+        "eps = m.entry_points()\n"
+        "eps = eps.select(group='pytest11') if hasattr(eps, 'select') else eps['pytest11']\n"
+        "(e,) = {e for e in eps if e.name == 'agentbench'}\n"
         "print(e.value, hasattr(e.load(), 'pytest_addoption'))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -112,8 +112,10 @@ def test_tails_of_a_100ns_function_are_near_its_rounds():
     assert m.loops > 1 and m.per_call_pass
     single_median = m.calls.percentile(50) * 1e-9
     # A constant-time function: single calls read what the rounds read (the clock's own cost is
-    # subtracted, so they do not read high), and its tail stays close to its body.
-    assert 0.5 * m.median <= single_median <= 2 * m.median
+    # subtracted, so they do not read high), and its tail stays close to its body. The two passes
+    # run one after the other: on a machine whose other core is busy (pytest -n 2) one of them can
+    # run at half speed, so the bound allows a factor 3, still far from a loop's or a clock's error.
+    assert single_median <= 3 * m.median and m.median <= 3 * single_median, (m, single_median)
     assert m.p99 <= 5 * m.median
     assert m.p95 <= m.p99 <= m.max
 
@@ -353,8 +355,10 @@ def test_fixture_tails_and_streams_end_to_end(pytester):
                  "test_stream_pedantic_setup"):
         record = benches[name]
         assert record["items_per_call"] == 5, name
-        assert 1.9e-3 <= record["ttft_s"] <= 6e-3, name
-        assert 1.9e-3 <= record["inter_item_s"] <= 6e-3, name
+        # Each is one 2 ms sleep of the five in a call. On a loaded machine every sleep runs long,
+        # so the upper bound is the call's own mean time, not a fixed one.
+        assert 1.9e-3 <= record["ttft_s"] < record["mean_s"] / 2, name
+        assert 1.9e-3 <= record["inter_item_s"] < record["mean_s"] / 2, name
         assert record["median_s"] >= 9.5e-3, name
     assert benches["test_stream_pedantic_lambda"]["tail_calls"] == 4  # warm-up left out
     assert benches["test_astream_pedantic"]["tail_calls"] == 3
