@@ -25,6 +25,13 @@ def _pytester_runs_are_not_xdist_workers(request, monkeypatch):
             addopts = os.environ.get("PYTEST_ADDOPTS", "")
             monkeypatch.setenv("PYTEST_ADDOPTS",
                                f"{addopts} -o asyncio_default_fixture_loop_scope=function".strip())
+        if importlib.util.find_spec("_hypothesis_pytestplugin") is not None:
+            # hypothesis's pytest plugin (the test extra installs hypothesis) imports all of
+            # hypothesis at the end of every pytest run, about 1 s of CPU. The suites pytester runs
+            # do not use it; without it there, tests/integrations/test_plugin.py takes 61 s, not 100.
+            request.getfixturevalue("pytester")
+            addopts = os.environ.get("PYTEST_ADDOPTS", "")
+            monkeypatch.setenv("PYTEST_ADDOPTS", f"{addopts} -p no:hypothesispytest".strip())
 
 
 # ---- the sanitizer stage (.ci/run, `nox -s sanitizer`) ----
