@@ -57,6 +57,15 @@ native_free(void *module)
 
 static PyModuleDef_Slot native_slots[] = {
     {Py_mod_exec, native_exec},
+#ifdef Py_mod_gil
+    /* The module needs the GIL: Cache and CachedFunction (cache.c, a dict plus a linked list that
+     * key __hash__/__eq__ can re-enter) have no lock of their own and rely on it. Histogram takes a
+     * PyMutex on free-threaded builds (histogram.h), and TaskQueue, the Sampler and AllocCounter keep
+     * their shared state under their own mutexes or atomics, but none of that has been built or tested
+     * on a free-threaded CPython. So 3.13t and later turn the GIL back on when this module is imported
+     * (with a RuntimeWarning) rather than run the Cache unlocked. */
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
     {0, NULL},
 };
 
