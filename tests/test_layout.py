@@ -27,8 +27,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("results",),  # pure Python over saved JSON: units, metrics, compare, SLO budgets
     ("instruments", "runtime"),  # facades over the native clocks/sampler and the native runtime
     ("agents",),  # Agent, pool, batch, breaker, load runs, mocks
-    ("integrations",),  # pytest plugin and fixture, IPython magics
-    ("__init__", "mocks"),  # the public API: the package root and pyagentbench.mocks
+    ("integrations",),  # pytest plugin and fixture, IPython magics, the pyagentbench command
+    ("__init__", "__main__", "mocks"),  # the public API: the package root, python -m, pyagentbench.mocks
 ]
 RANK = {layer: rank for rank, layers in enumerate(LAYERS) for layer in layers}
 
