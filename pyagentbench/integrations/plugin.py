@@ -29,6 +29,7 @@ from ..results.baseline import (
 from ..results.compare import Regression, check_gates, format_regressions, parse_gates
 from ..results.slo import check_budgets, merge_markers, parse_budgets
 from ..results.units import format_bytes, format_count, format_duration, format_rate, parse_duration
+from . import xdist
 
 _SESSION_KEY = pytest.StashKey["AgentBenchSession"]()
 _BUDGETS_KEY = pytest.StashKey[list]()
@@ -55,6 +56,8 @@ class AgentBenchSession:
         self.unchecked_gates = 0
         self.not_in_baseline = 0  # benchmarks of this run the saved run does not have
         self.check_at_start = False  # saved runs in a storage we cannot list: check them loaded
+        self.xdist = xdist.Controller()  # --agentbench-xdist: what the workers sent
+        self.placement: xdist.Placement | None = None  # --agentbench-xdist, on a worker: its CPU
         text = config.getoption("agentbench_compare_fail")
         try:
             self.gates = parse_gates(text) if text else []
@@ -94,7 +97,8 @@ class AgentBenchSession:
         if bs is None or not bs.disabled:
             return None
         if getattr(bs, "xdist_warning", False) or hasattr(self.config, "workerinput"):
-            return "pytest-xdist is on and pytest-benchmark turns benchmarks off under it; run them without -n"
+            return ("pytest-xdist is on and pytest-benchmark turns benchmarks off under it; run them "
+                    "without -n, or with --agentbench-xdist")
         return "benchmarks are off (--benchmark-disable)"
 
     def baseline(self) -> dict[str, dict[str, Any]]:
@@ -123,6 +127,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="do not count allocations per call after agent_benchmark runs",
     )
     group.addoption(
+        "--agentbench-xdist", action="store_true", default=False,
+        help="keep benchmarks on under pytest-xdist (-n N): each worker times on a CPU of its own, "
+        "and the controller writes one JSON, one table and one set of gates, as a serial run",
+    )
+    group.addoption(
         "--agentbench-sample-interval", metavar="DURATION", default="1ms",
         help="interval of the native RSS/CPU sampler during benchmarks (default: 1ms)",
     )
@@ -141,7 +150,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "agentbench(resources=True, allocs=True, sample_interval=None): what agent_benchmark "
         "records for this test.",
     )
+    xdist.check_usable(config)
+    xdist.keep_benchmarks_on(config)  # before pytest-benchmark's own (trylast) configure
     state = config.stash[_SESSION_KEY] = AgentBenchSession(config)
+    state.placement = xdist.pin_worker(config)
     if state.gates:
         # A gated first run has nothing saved yet: pytest-benchmark's configure (after this one)
         # warns "Can't compare. No benchmark files", an INTERNALERROR under filterwarnings=error.
@@ -168,6 +180,8 @@ def _benchmarks_will_be_off(config: pytest.Config) -> bool:
     """pytest-benchmark's own rule (its session does not exist yet): --benchmark-disable, or xdist."""
     if config.getoption("benchmark_disable", False) and not config.getoption("benchmark_enable", False):
         return True
+    if xdist.enabled(config):
+        return False
     dist = config.getoption("dist", "no") or "no"
     return dist != "no" or bool(os.environ.get("PYTEST_XDIST_WORKER")) or hasattr(config, "workerinput")
 
@@ -203,8 +217,8 @@ def _check_saved_runs(config: pytest.Config, state: AgentBenchSession) -> str | 
     older run, or none, and the gates then passed) and crashes on an entry without ``fullname``.
     Sets ``state.saved`` (the saved tests and their records) or ``state.no_baseline``.
     """
-    if not state.gates or _benchmarks_will_be_off(config):
-        return None
+    if not state.gates or _benchmarks_will_be_off(config) or xdist.is_worker(config):
+        return None  # (under --agentbench-xdist the controller checks the gates)
     found = _saved_run_files(config)
     if found is None:
         state.check_at_start = True
@@ -399,8 +413,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
-    """xdist controller: add up the budgets each worker ran without checking."""
+    """xdist controller: add up the budgets each worker ran without checking; under
+    --agentbench-xdist, take in the benchmarks and records it timed."""
     state = node.config.stash.get(_SESSION_KEY, None)
+    if state is not None:
+        state.xdist.node_down(node.config, node, state.records)
     unchecked = getattr(node, "workeroutput", {}).get(_WORKER_OUTPUT_KEY)
     if state is not None and unchecked:
         state.unchecked_budgets += unchecked[0]
@@ -421,6 +438,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
         workeroutput[_WORKER_OUTPUT_KEY] = (state.unchecked_budgets, state.unchecked_budget_tests)
+        xdist.worker_output(session.config, state.records, state.placement)
+        if xdist.enabled(session.config):
+            return  # the controller checks the gates, on every worker's records
     if not state.gates:
         return
     if state.benchmarks_off():
@@ -552,6 +572,8 @@ def _write_summary(terminalreporter: Any, state: AgentBenchSession) -> None:
             f"{'it' if count == 1 else 'them'}",
             yellow=True,
         )
+    for line, warning in state.xdist.summary_lines():
+        terminalreporter.write_line(line, yellow=warning, bold=warning)
     if state.records:
         rows = _summary_rows(state.records)
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -334,7 +334,8 @@ def test_xdist_says_how_many_budgets_were_not_checked(pytester):
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines([
         "agentbench: 3 SLO budgets (on 2 tests) were not checked: pytest-xdist is on and "
-        "pytest-benchmark turns benchmarks off under it; run them without -n",
+        "pytest-benchmark turns benchmarks off under it; run them without -n, or with "
+        "--agentbench-xdist",
     ])
 
 
