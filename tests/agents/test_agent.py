@@ -521,6 +521,7 @@ class Spread(Agent):
 
 
 @linux_only
+@pytest.mark.no_sanitizer(reason="ASan's quarantine and shadow memory keep RSS from staying flat")
 def test_an_async_agent_used_from_many_event_loops_does_not_grow():
     """Each new loop starts 64 new workers. They used to bring 64 new counters with two native
     histograms each: 0.55 to 17 MiB a loop, by the allocator's state (measured in this test
@@ -542,6 +543,7 @@ def test_an_async_agent_used_from_many_event_loops_does_not_grow():
 
 
 @linux_only
+@pytest.mark.no_sanitizer(reason="ASan's quarantine and shadow memory keep RSS from staying flat")
 def test_many_async_runs_keep_the_agents_memory_flat():
     """2,000 run() calls of 16 tasks whose latencies spread over two decades, on one loop, from a
     fresh agent. Each of 64 workers' own pair of histograms used to be touched page by page as

@@ -395,7 +395,9 @@ def test_latency_mean_is_the_mean_not_the_median():
 
     result = run_load(work, range(80), concurrency=1, progress=False)
     assert result.latency_p50_ns < 1_000_000
-    assert result.latency_mean_ns == pytest.approx(result.latency_max_ns / 4, rel=0.25)
+    # 20 calls of at least 40 ms each: the mean of the 80 is at least 10 ms (however long the sleeps
+    # overran on a loaded machine), and at most the max.
+    assert 10_000_000 <= result.latency_mean_ns <= result.latency_max_ns
 
 
 def test_latency_mean_async():

@@ -61,6 +61,7 @@ def free_resident(mib: int) -> bytes:
 
 @glibc_only
 @linux_only
+@pytest.mark.no_sanitizer(reason="ASan holds freed blocks in its quarantine: RSS does not fall when they are freed")
 def test_trim_heap_hands_freed_small_objects_back_to_the_os():
     base = statm_rss()
     pin = free_resident(200)
@@ -132,6 +133,7 @@ HISTORIES = {"fresh": lambda: None, "freed buffer": history_buffer,
 
 
 @linux_only
+@pytest.mark.no_sanitizer(reason="an RSS reading: ASan's shadow memory and quarantine move it by megabytes")
 @pytest.mark.parametrize("history", list(HISTORIES))
 def test_50_mib_inside_the_window_is_50_mib_whatever_came_before(history):
     kept = HISTORIES[history]()
@@ -157,6 +159,7 @@ def test_small_objects_inside_the_window_count_even_where_freed_memory_was_resid
 
 
 @linux_only
+@pytest.mark.no_sanitizer(reason="an RSS reading: ASan's shadow memory and quarantine move it by megabytes")
 def test_start_rss_is_the_trimmed_rss_and_matches_psutil():
     pin = free_resident(100)
     untrimmed = statm_rss()
@@ -182,6 +185,7 @@ def test_an_empty_window_owns_almost_nothing():
     del history_kept_alive
 
 
+@pytest.mark.no_sanitizer(reason="ASan holds freed blocks in its quarantine: RSS does not fall when they are freed")
 def test_memory_freed_inside_the_window_owns_nothing():
     """Freeing inside the window leaves the process peak at the start: the own peak is 0 (a few
     pages at most), never negative."""
@@ -215,6 +219,7 @@ def test_c_bench(agent_benchmark):
 
 
 @linux_only
+@pytest.mark.no_sanitizer(reason="ASan holds freed blocks in its quarantine: RSS does not fall when they are freed")
 @pytest.mark.parametrize("selection", [(), ("-k", "c_bench")])
 def test_a_benchmarks_peak_rss_is_its_own_in_any_selection(pytester, selection):
     pytester.makepyfile(test_suite=SUITE)
