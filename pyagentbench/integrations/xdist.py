@@ -150,11 +150,22 @@ def worker_output(config: pytest.Config, records: dict[str, dict[str, Any]],
     workeroutput[PLACEMENT_KEY] = _plain(placement.as_dict() if placement else None)
 
 
+class _Stats:
+    """A worker's stats dict read as attributes, like pytest-benchmark's ``Stats``."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key != "data"}
+
+
 class WorkerBenchmark:
     """A benchmark a worker timed, as pytest-benchmark's session on the controller uses one.
 
     pytest-benchmark's session reads its benchmarks through ``as_dict()``, ``has_error``,
-    ``fullname``, ``cprofile_stats`` and ``bench[stat]``; this holds the worker's ``as_dict()``
+    ``fullname``, ``cprofile_stats`` and ``bench[stat]``, and conftest hooks read
+    ``bench.stats.median`` and ``bench.extra_info``; this holds the worker's ``as_dict()``
     (with its data) and answers those.
     """
 
@@ -167,6 +178,11 @@ class WorkerBenchmark:
         for key in ("group", "name", "fullname", "params", "param", "extra_info", "options"):
             setattr(self, key, entry.get(key))
         self.iterations = self._stats.get("iterations", 1)
+
+    @property
+    def stats(self) -> Any:
+        """The stats as attributes (``bench.stats.median``), as on pytest-benchmark's own records."""
+        return _Stats(self._stats)
 
     def __bool__(self) -> bool:
         return True

@@ -196,3 +196,21 @@ def test_a_worker_and_the_threads_it_starts_run_on_one_cpu(pytester):
     )
     run(pytester, "-n", "2", "--agentbench-xdist").assert_outcomes(passed=1)
     run(pytester, "-n", "2").assert_outcomes(failed=1)  # without the option nothing is pinned
+
+
+def test_a_worker_benchmark_reads_like_pytest_benchmarks_own():
+    from pyagentbench.integrations.xdist import WorkerBenchmark
+
+    entry = {"name": "test_x", "fullname": "t.py::test_x", "group": None, "params": None,
+             "param": None, "extra_info": {"k": 1}, "options": {},
+             "stats": {"min": 1.0, "median": 2.0, "max": 3.0, "rounds": 3, "iterations": 1,
+                       "data": [1.0, 2.0, 3.0]}}
+    bench = WorkerBenchmark(entry)
+    assert bench and not bench.has_error and bench.fullname == "t.py::test_x"
+    assert bench["median"] == bench.stats.median == 2.0
+    assert bench.extra_info == {"k": 1}
+    assert bench.as_dict(include_data=False)["stats"] == {
+        "min": 1.0, "median": 2.0, "max": 3.0, "rounds": 3, "iterations": 1}
+    assert bench.as_dict()["stats"]["data"] == [1.0, 2.0, 3.0]
+    flat = bench.as_dict(include_data=False, flat=True)
+    assert flat["median"] == 2.0 and "stats" not in flat and "data" not in flat
