@@ -29,6 +29,7 @@ from ..results.baseline import (
 from ..results.compare import Regression, check_gates, format_regressions, parse_gates
 from ..results.slo import check_budgets, merge_markers, parse_budgets
 from ..results.units import format_bytes, format_count, format_duration, format_rate, parse_duration
+from . import reports
 
 _SESSION_KEY = pytest.StashKey["AgentBenchSession"]()
 _BUDGETS_KEY = pytest.StashKey[list]()
@@ -126,6 +127,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--agentbench-sample-interval", metavar="DURATION", default="1ms",
         help="interval of the native RSS/CPU sampler during benchmarks (default: 1ms)",
     )
+    reports.add_options(group)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -142,6 +144,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "records for this test.",
     )
     state = config.stash[_SESSION_KEY] = AgentBenchSession(config)
+    reports.register(config, state)
     if state.gates:
         # A gated first run has nothing saved yet: pytest-benchmark's configure (after this one)
         # warns "Can't compare. No benchmark files", an INTERNALERROR under filterwarnings=error.
@@ -370,6 +373,7 @@ def agent_benchmark(benchmark: Any, request: pytest.FixtureRequest) -> Any:
 
     fixture = AgentBenchmark(benchmark, _settings(request, state), on_record)
     yield fixture
+    reports.save_budget_verdicts(fixture, budgets)
     if budgets and not fixture.enabled:
         state.unchecked_budgets += len(budgets)
         state.unchecked_budget_tests += 1
