@@ -42,7 +42,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--fail", metavar="GATES", default=None,
                         help="with --baseline: what is a regression (and, the other way, an "
                         "improvement), in the plugin's gate syntax; default "
-                        f"{DEFAULT_REPORT_GATES}")
+                        f"{DEFAULT_REPORT_GATES.replace('%', '%%')}")
     add_storage_option(parser)
     parser.add_argument("--output", "-o", metavar="PATH",
                         help="write the report to PATH instead of printing it; a file there is "
