@@ -215,3 +215,76 @@ def test_list_shows_the_readable_runs_and_exits_2_naming_the_corrupt_one(corrupt
     assert result.returncode == 2
     assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == ["0001", "0002", "0003"]
     assert "0003_broken.json: not valid JSON (truncated" in result.stderr
+
+
+# ---- finding a saved run by what the user typed (storage folders made by hand) ----
+
+
+def write_run(folder: Path, machine: str, stem: str, commit: str = "abc", dirty: bool = False,
+              when: str = "2026-12-01T10:00:00+00:00", benchmarks: int = 1) -> Path:
+    path = folder / ".benchmarks" / machine / f"{stem}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entries = [{"name": f"test_{i}", "fullname": f"t.py::test_{i}",
+                "stats": {"min": 1, "max": 1, "mean": 1, "stddev": 0, "median": 1, "rounds": 1}}
+               for i in range(benchmarks)]
+    path.write_text(json.dumps({"benchmarks": entries, "datetime": when,
+                                "commit_info": {"id": commit, "dirty": dirty}}))
+    return path
+
+
+@pytest.fixture
+def hand_made(tmp_path, monkeypatch) -> Path:
+    here, other = get_machine_id(), "Darwin-CPython-3.12-64bit"
+    write_run(tmp_path, here, "0001_9f1c2ab04e11_20261201_100000", commit="9f1c2ab04e11")
+    write_run(tmp_path, here, "0002_baseline", commit="a0b1c2d3e4f5", dirty=True,
+              when="2026-12-02T10:00:00+00:00", benchmarks=3)
+    write_run(tmp_path, other, "0001_mac", when="2026-11-30T10:00:00+00:00")
+    write_run(tmp_path, other, "0007_mac", when="2026-12-03T10:00:00+00:00")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("wanted, found", [
+    (None, "0002_baseline"),
+    ("latest", "0002_baseline"),  # this machine's latest, though another machine saved later
+    ("0001", "0001_9f1c2ab04e11_20261201_100000"),  # this machine's 0001, not the other's
+    ("1", "0001_9f1c2ab04e11_20261201_100000"),
+    ("baseline", "0002_baseline"),  # the --benchmark-save name
+    ("9f1c2ab04e11", "0001_9f1c2ab04e11_20261201_100000"),  # the commit id autosave put in the name
+    ("0002_baseline", "0002_baseline"),
+    ("Darwin-CPython-3.12-64bit/latest", "0007_mac"),
+    ("Darwin-CPython-3.12-64bit/1", "0001_mac"),
+])
+def test_a_run_is_found_by_id_name_commit_or_machine(hand_made, wanted, found):
+    from pyagentbench.integrations.cli.runs import resolve_run
+
+    path, _ = resolve_run(wanted, ".benchmarks")
+    assert path.stem == found
+
+
+def test_a_name_matching_several_runs_is_an_error_listing_them(hand_made):
+    from pyagentbench.integrations.cli.runs import resolve_run
+
+    write_run(hand_made, get_machine_id(), "0003_baseline")
+    with pytest.raises(ValueError, match=r"'baseline' names 2 saved runs in \.benchmarks: .*0002_baseline, "
+                                         r".*0003_baseline; give the id or the file"):
+        resolve_run("baseline", ".benchmarks")
+
+
+def test_a_missing_json_file_is_no_such_file(hand_made):
+    from pyagentbench.integrations.cli.runs import resolve_run
+
+    with pytest.raises(ValueError, match="^old.json: no such file$"):
+        resolve_run("old.json", ".benchmarks")
+
+
+def test_list_marks_uncommitted_changes_and_counts_benchmarks(hand_made, capsys):
+    from pyagentbench.integrations.cli import main
+
+    assert main(["list"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    # oldest first by saved date, across machine folders
+    assert [(row[0], row[3], row[5]) for row in rows] == [
+        ("0001", "abc", "1"), ("0001", "9f1c2ab04e11", "1"), ("0002", "a0b1c2d3e4f5*", "3"),
+        ("0007", "abc", "1")]
+    assert rows[0][4] == "Darwin-CPython-3.12-64bit"
