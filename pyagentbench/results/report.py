@@ -523,15 +523,35 @@ def write_new_or_own(path: str | Path, text: str, marker: str) -> None:
     target = Path(path)
     refuse_unless_new_or_own(target, marker)
     folder = target.parent if str(target.parent) else Path(".")
+    try:
+        mode = target.stat().st_mode & 0o777  # a replaced file keeps its permissions
+    except OSError:
+        mode = 0o666 & ~_umask()  # a new one gets what open() would give it
     fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
+        os.chmod(temp, mode)
         os.replace(temp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+
+
+def _umask() -> int:
+    """The process's umask: read on Linux (setting it to read it, elsewhere, is a brief change
+    other threads could see)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def refuse_unless_new_or_own(path: str | Path, marker: str) -> None:

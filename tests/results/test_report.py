@@ -7,6 +7,8 @@ Each document here is written by hand, so every expected cell follows from its n
 from __future__ import annotations
 
 import json
+import os
+import stat
 from typing import Any
 
 import pytest
@@ -244,6 +246,19 @@ def test_write_creates_a_new_file_and_replaces_its_own(tmp_path):
     write_new_or_own(path, REPORT_MARKER + "\nsecond\n", REPORT_MARKER)
     assert path.read_text() == REPORT_MARKER + "\nsecond\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]  # no temporary file left
+
+
+def test_write_gives_a_new_file_the_usual_permissions_and_keeps_those_of_a_replaced_one(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        new = tmp_path / "new.md"
+        write_new_or_own(new, REPORT_MARKER + "\n", REPORT_MARKER)
+        assert stat.S_IMODE(new.stat().st_mode) == 0o644  # as open() with umask 022, not mkstemp's 0600
+        new.chmod(0o640)
+        write_new_or_own(new, REPORT_MARKER + "\nagain\n", REPORT_MARKER)
+        assert stat.S_IMODE(new.stat().st_mode) == 0o640
+    finally:
+        os.umask(umask)
 
 
 def test_write_refuses_a_file_it_did_not_write(tmp_path):
