@@ -274,3 +274,17 @@ def test_write_refuses_a_missing_folder_and_a_folder(tmp_path):
         refuse_unless_new_or_own(tmp_path / "nowhere" / "r.md", REPORT_MARKER)
     with pytest.raises(ValueError, match="is a folder"):
         refuse_unless_new_or_own(tmp_path, REPORT_MARKER)
+
+
+def test_a_failed_write_leaves_the_old_report_whole(tmp_path, monkeypatch):
+    path = tmp_path / "report.md"
+    path.write_text(REPORT_MARKER + "\nold\n")
+
+    def disk_full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_new_or_own(path, REPORT_MARKER + "\nnew\n", REPORT_MARKER)
+    assert path.read_text() == REPORT_MARKER + "\nold\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
