@@ -23,7 +23,7 @@ ITEMS = int(os.environ.get("AGENTBENCH_TEST_ITEMS", "10"))
 
 
 def plan():
-    return [[None] for _ in range(ITEMS)]  # ITEMS + 4 allocations per call
+    return [[None] for _ in range(ITEMS)]  # ITEMS inner lists and a few more: 14 on CPython 3.11
 
 
 @pytest.mark.slo(max_allocs_per_call=25, p99="10s")
@@ -70,13 +70,15 @@ def test_budgets_are_saved_with_value_and_verdict(pytester):
     result.assert_outcomes(passed=1, failed=1)  # test_tight breaks its budget
     for path in saved_runs(pytester) + [pytester.path / "run.json"]:
         entries = {e["name"]: e for e in json.loads(path.read_text())["benchmarks"]}
-        plan = agentbench(entries["test_plan"])["slo"]
-        assert [(v["keyword"], v["value"], v["verdict"]) for v in plan] == [
-            ("max_allocs_per_call", 14.0, "met"), ("p99", agentbench(entries["test_plan"])["p99_s"], "met")]
+        record = agentbench(entries["test_plan"])
+        assert 10 <= record["allocs_per_call"] <= 25  # ten inner lists and a little more
+        assert [(v["keyword"], v["value"], v["verdict"]) for v in record["slo"]] == [
+            ("max_allocs_per_call", record["allocs_per_call"], "met"), ("p99", record["p99_s"], "met")]
+        measured = agentbench(entries["test_tight"])["allocs_per_call"]
         (tight,) = agentbench(entries["test_tight"])["slo"]
-        assert (tight["limit"], tight["value"], tight["verdict"]) == (2.0, 14.0, "missed")
+        assert (tight["limit"], tight["value"], tight["verdict"]) == (2.0, measured, "missed")
         assert tight["message"] == ("SLO budget max_allocs_per_call='2' broken: measured "
-                                    "allocs_per_call = 14, above the budget of 2")
+                                    f"allocs_per_call = {measured:g}, above the budget of 2")
 
 
 def test_gate_verdicts_are_in_the_saved_run_the_report_and_the_junit_file(pytester, monkeypatch):
@@ -89,19 +91,24 @@ def test_gate_verdicts_are_in_the_saved_run_the_report_and_the_junit_file(pytest
     assert result.ret == 1
     first, second = saved_runs(pytester)
     entries = {e["name"]: e for e in json.loads(second.read_text())["benchmarks"]}
+    saved_first = {e["name"]: e for e in json.loads(first.read_text())["benchmarks"]}
+    before = agentbench(saved_first["test_plan"])["allocs_per_call"]
+    after = agentbench(entries["test_plan"])["allocs_per_call"]
+    assert after - before == 30  # 30 more inner lists
     (gate,) = agentbench(entries["test_plan"])["gates"]
     assert (gate["gate"], gate["baseline"], gate["now"], gate["verdict"]) == (
-        "allocs_per_call:10%", 14.0, 44.0, "failed")
+        "allocs_per_call:10%", before, after, "failed")
+    row = f"| {before:g} | {after:g} | {(after - before) / before * 100:+.1f}% | **FAILED** |"
     assert gate["against"].endswith(first.name)
-    assert "gates" not in json.loads(first.read_text())["benchmarks"][0]["extra_info"]["agentbench"]
+    assert "gates" not in agentbench(saved_first["test_plan"])  # the first run had no baseline
 
     result.stdout.fnmatch_lines(["agentbench: wrote the report to perf.md",
                                  "agentbench: wrote the JUnit XML to perf.xml"])
     report = (pytester.path / "perf.md").read_text()
     assert report.startswith("<!-- pyagentbench report -->\n# Performance test report\n")
     assert "SLO budgets: 1 met, 2 missed · regression gates: 0 passed, 2 failed" in report
-    assert "| `test_plan` | allocs_per_call:10% | 14 | 44 | +214.3% | **FAILED** |" in report
-    assert "| `test_plan` | max_allocs_per_call | at most 25 | 44 | **MISSED** |" in report
+    assert "| `test_plan` | allocs_per_call:10% " + row in report
+    assert f"| `test_plan` | max_allocs_per_call | at most 25 | {after:g} | **MISSED** |" in report
 
     root = ET.parse(pytester.path / "perf.xml").getroot()
     assert (root.tag, root.get("name"), root.get("tests"), root.get("failures")) == (
@@ -115,13 +122,14 @@ def test_gate_verdicts_are_in_the_saved_run_the_report_and_the_junit_file(pytest
     ]
     failure = gates.find("testcase[@name='gate allocs_per_call:10%']/failure")
     assert failure.get("message").startswith(
-        "regression gate allocs_per_call:10% failed: allocs_per_call 14 -> 44 (+214.3%)")
+        f"regression gate allocs_per_call:10% failed: allocs_per_call {before:g} -> {after:g} "
+        f"({(after - before) / before * 100:+.1f}%)")
 
     # The same verdicts, read back from the saved run by the command.
     proc = subprocess.run([sys.executable, "-m", "pyagentbench", "report"], cwd=pytester.path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
-    assert "| `test_plan` | allocs_per_call:10% | 14 | 44 | +214.3% | **FAILED** |" in proc.stdout
+    assert "| `test_plan` | allocs_per_call:10% " + row in proc.stdout
 
 
 def test_the_report_is_appended_to_the_github_job_summary(pytester, monkeypatch):
@@ -132,7 +140,8 @@ def test_the_report_is_appended_to_the_github_job_summary(pytester, monkeypatch)
     run(pytester).assert_outcomes(passed=1, failed=1)
     text = summary.read_text()
     assert text.startswith("## Earlier step\n<!-- pyagentbench report -->\n# Performance test report\n")
-    assert "| `test_tight` | max_allocs_per_call | at most 2 | 14 | **MISSED** |" in text
+    assert "| `test_tight` | max_allocs_per_call | at most 2 | " in text
+    assert "| **MISSED** |" in text
     assert not list(pytester.path.glob("*.xml"))  # nothing asked for, nothing else written
 
 
