@@ -152,7 +152,11 @@ class _Reports:
         summary_path = os.environ.get(STEP_SUMMARY_ENV) if self.state.records else None
         if not (report_path or junit_path or summary_path):
             return
-        run = run_from_document(self._session_document(), "this session")
+        try:
+            run = run_from_document(self._session_document(), "this session")
+        except ValueError as exc:  # a value this run recorded is not a number: say so, don't crash
+            self.lines.append((f"agentbench: no report written: {exc}", True))
+            return
         text = render_markdown(run) if report_path or summary_path else ""
         for path, content, marker, what in (
             (report_path, text, REPORT_MARKER, "the report"),
