@@ -30,6 +30,7 @@ from ..results.compare import Regression, check_gates, format_regressions, parse
 from ..results.slo import check_budgets, merge_markers, parse_budgets
 from ..results.units import format_bytes, format_count, format_duration, format_rate, parse_duration
 from . import xdist
+from . import reports
 
 _SESSION_KEY = pytest.StashKey["AgentBenchSession"]()
 _BUDGETS_KEY = pytest.StashKey[list]()
@@ -135,6 +136,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--agentbench-sample-interval", metavar="DURATION", default="1ms",
         help="interval of the native RSS/CPU sampler during benchmarks (default: 1ms)",
     )
+    reports.add_options(group)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -154,6 +156,7 @@ def pytest_configure(config: pytest.Config) -> None:
     xdist.keep_benchmarks_on(config)  # before pytest-benchmark's own (trylast) configure
     state = config.stash[_SESSION_KEY] = AgentBenchSession(config)
     state.placement = xdist.pin_worker(config)
+    reports.register(config, state)
     if state.gates:
         # A gated first run has nothing saved yet: pytest-benchmark's configure (after this one)
         # warns "Can't compare. No benchmark files", an INTERNALERROR under filterwarnings=error.
@@ -384,6 +387,7 @@ def agent_benchmark(benchmark: Any, request: pytest.FixtureRequest) -> Any:
 
     fixture = AgentBenchmark(benchmark, _settings(request, state), on_record)
     yield fixture
+    reports.save_budget_verdicts(fixture, budgets)
     if budgets and not fixture.enabled:
         state.unchecked_budgets += len(budgets)
         state.unchecked_budget_tests += 1
