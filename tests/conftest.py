@@ -17,6 +17,8 @@ def _pytester_runs_are_not_xdist_workers(request, monkeypatch):
     if "pytester" in request.fixturenames:
         for name in _XDIST_VARIABLES:
             monkeypatch.delenv(name, raising=False)
+        # A suite pytester runs must not append its report to the CI job's real summary.
+        monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
         if importlib.util.find_spec("pytest_asyncio") is not None:
             # pytest-asyncio (in the test extra) warns in every pytest that does not set this
             # option, and those warnings are not ours: the suites pytester runs set it. (pytester

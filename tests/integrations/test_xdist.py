@@ -214,3 +214,15 @@ def test_a_worker_benchmark_reads_like_pytest_benchmarks_own():
     assert bench.as_dict()["stats"]["data"] == [1.0, 2.0, 3.0]
     flat = bench.as_dict(include_data=False, flat=True)
     assert flat["median"] == 2.0 and "stats" not in flat and "data" not in flat
+
+
+@needs_two_cpus
+def test_the_controller_writes_one_report_with_every_workers_benchmarks(pytester):
+    pytester.makepyfile(SUITE)
+    result = run(pytester, "-n", "2", "--agentbench-xdist", "--agentbench-report=report.md",
+                 "--agentbench-junit=junit.xml")
+    result.assert_outcomes(passed=6)
+    report = (pytester.path / "report.md").read_text()
+    for name in AGENT_NAMES:
+        assert name in report
+    assert (pytester.path / "junit.xml").exists()
