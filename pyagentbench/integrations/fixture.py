@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import gc
 import inspect
+import math
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .. import _native
@@ -29,6 +30,9 @@ from ..instruments.timers import (
     consuming,
 )
 from ..results.metrics import EXTRA_INFO_KEY
+from ..agents.usage import CountedCalls, GCWatch
+from ..results.metrics import CUSTOM_INFO_KEY, CUSTOM_KEY_PREFIX, custom_metric, custom_metric_kind
+from ..results.units import parse_duration, parse_size
 
 __all__ = ["AgentBenchmark", "FixtureSettings"]
 
@@ -36,10 +40,78 @@ __all__ = ["AgentBenchmark", "FixtureSettings"]
 class FixtureSettings:
     """What the fixture observes, from command-line options and the ``agentbench`` marker."""
 
-    def __init__(self, resources: bool = True, allocs: bool = True, sample_interval: float = 0.001):
+    def __init__(self, resources: bool = True, allocs: bool = True, sample_interval: float = 0.001,
+                 usage_calls: int = 5, prices: Mapping[str, Any] | None = None):
         self.resources = resources
         self.allocs = allocs
         self.sample_interval = sample_interval
+        #: Calls of the target counted one by one before the timed rounds (usage, custom metrics,
+        #: wall/CPU/wait); 0: none.
+        self.usage_calls = usage_calls
+        #: The --agentbench-prices table: model -> Price.
+        self.prices = dict(prices or {})
+
+
+_BETTER = ("lower", "higher")
+
+
+def check_custom_metric(name: str, value: Any, unit: str | None, better: str,
+                        known: Mapping[str, Any] | None) -> tuple[float, dict[str, Any]]:
+    """A custom metric's value in its base unit (seconds, bytes) and its description; TypeError or
+    ValueError naming the problem (a bad name, a value that is not a finite number, an unknown
+    ``better``, or a unit or direction other than the one the name was first recorded with)."""
+    where = f"agent_benchmark.metric({name!r})"
+    custom_metric(name)  # ValueError for a bad name or a built-in one
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError(f"{where}: the value must be a finite number, got {value!r}")
+        raise TypeError(f"{where}: the value must be a number, not {type(value).__name__}")
+    if unit is not None and not isinstance(unit, str):
+        raise TypeError(f"{where}: unit must be a str or None, not {type(unit).__name__}")
+    if better not in _BETTER:
+        raise ValueError(f"{where}: better must be 'lower' or 'higher', got {better!r}")
+    kind = custom_metric_kind(unit)
+    stored = float(value)
+    if kind == "duration":
+        stored = parse_duration(f"{value!r}{unit}") if value >= 0 else -parse_duration(f"{-value!r}{unit}")
+    elif kind == "size":
+        stored = parse_size(f"{value!r}{unit}") if value >= 0 else -parse_size(f"{-value!r}{unit}")
+    if known is not None and (known["unit"] != (unit or "") or known["better"] != better):
+        raise ValueError(f"{where}: first recorded with unit={known['unit'] or None!r}, "
+                         f"better={known['better']!r}; record it the same way every time")
+    info = dict(known) if known is not None else {"unit": unit or "", "kind": kind, "better": better,
+                                                 "per_call": False}
+    return stored, info
+
+
+def _nearest_rank(sorted_values: list[float], q: float) -> float:
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+def custom_metric_record(infos: Mapping[str, Mapping[str, Any]], once: Mapping[str, float],
+                         per_call: Mapping[str, list[float]]) -> dict[str, Any]:
+    """Record keys of the custom metrics: ``metric.<name>`` (the once-per-test value, or the mean
+    over the counted calls that reported it, with ``.p50``, ``.p95``, ``.max``: nearest-rank
+    percentiles) and their descriptions under ``metric_info``."""
+    if not once and not per_call:
+        return {}
+    record: dict[str, Any] = {}
+    described: dict[str, Any] = {}
+    for name, info in infos.items():  # in the order the test first recorded them
+        key = CUSTOM_KEY_PREFIX + name
+        values = per_call.get(name)
+        if values:
+            ordered = sorted(values)
+            record[key] = sum(values) / len(values)
+            record[key + ".p50"] = _nearest_rank(ordered, 0.50)
+            record[key + ".p95"] = _nearest_rank(ordered, 0.95)
+            record[key + ".max"] = ordered[-1]
+            described[name] = dict(info, per_call=True, calls=len(values))
+        elif name in once:
+            record[key] = once[name]
+            described[name] = dict(info, per_call=False, calls=1)
+    record[CUSTOM_INFO_KEY] = described
+    return record
 
 
 def _run_once(fn: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]) -> Any:
@@ -93,6 +165,12 @@ class AgentBenchmark:
         self._on_record = on_record
         self._timed = False
         self.record: dict[str, Any] = {}
+        # "idle" (the test body), "counting" (a counted call runs: metric() values are per call),
+        # "timing" (timed rounds: metric() calls are ignored)
+        self._phase = "idle"
+        self._metric_info: dict[str, dict[str, Any]] = {}
+        self._once: dict[str, float] = {}
+        self._per_call: dict[str, list[float]] = {}
 
     # ---- what tests read ----
 
@@ -137,8 +215,53 @@ class AgentBenchmark:
 
     def _store(self, metrics: Mapping[str, Any]) -> None:
         self.record.update(metrics)
+        self.record.update(custom_metric_record(self._metric_info, self._once, self._per_call))
         self.extra_info[EXTRA_INFO_KEY] = dict(self.record)
         self._on_record(self)
+
+    # ---- custom metrics ----
+
+    def metric(self, name: str, value: float, unit: str | None = None, better: str = "lower") -> None:
+        """Record a metric of your own: ``agent_benchmark.metric("hit_rate", 0.93, better="higher")``.
+
+        Called inside the benchmarked function, it records one value per counted call (the record
+        then holds the mean as ``metric.<name>`` and ``.p50``, ``.p95``, ``.max`` over the calls;
+        calls during the timed rounds are ignored); called in the test body, one value for the
+        test. ``unit``: ``s``, ``ms``, ``us``, ``ns`` (stored in seconds), ``B``, ``KB``, ``MB``,
+        ``GB``, ``KiB``, ``MiB``, ``GiB`` (stored in bytes), ``%``, ``ratio``, or a label for a
+        count (``"tokens"``). ``better``: ``"lower"`` or ``"higher"``, the way gates and the table
+        read it. The metric gets a column in the summary table, a budget
+        (``slo(metrics={"hit_rate": ">=0.9"})``) and a gate (``metric.hit_rate:5%``).
+        """
+        stored, info = check_custom_metric(name, value, unit, better, self._metric_info.get(name))
+        self._metric_info[name] = info
+        if self._phase == "timing":
+            return
+        if self._phase == "counting":
+            info["per_call"] = True
+            self._counted.report_metric(name, stored)
+            return
+        if info.get("per_call"):
+            raise ValueError(f"agent_benchmark.metric({name!r}): recorded per call inside the "
+                             "benchmarked function already; give the once-per-test value another name")
+        self._once[name] = stored
+        if self.record or self._timed:
+            self._store({})
+
+    def _counted_pass(self, fn: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The counted calls before the timed rounds: their usage, custom metrics and time split."""
+        calls = self._settings.usage_calls
+        if not calls:
+            return {}
+        self._counted = CountedCalls(self._settings.prices)
+        self._phase = "counting"
+        try:
+            self._counted.run(fn, args, kwargs, calls)
+        finally:
+            self._phase = "idle"
+        for name, values in self._counted.metric_values.items():
+            self._per_call.setdefault(name, []).extend(values)
+        return self._counted.metrics()
 
     def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not callable(fn):
@@ -148,19 +271,27 @@ class AgentBenchmark:
             return _run_once(fn, args, kwargs)
         b = self._benchmark
         min_round_time = b._min_time if b._min_time > DEFAULT_MIN_ROUND_TIME else None
-        with _gc_paused(b._disable_gc):
-            observation = observe(
-                fn, args, kwargs,
-                resources_on=self._settings.resources,
-                allocs_on=self._settings.allocs,
-                sample_interval=self._settings.sample_interval,
-                max_time=b._max_time,
-                min_rounds=b._min_rounds,
-                min_round_time=min_round_time,
-                warmup_calls=b._warmup or None,
-            )
+        with _gc_paused(b._disable_gc), GCWatch() as gc_watch:
+            counted = self._counted_pass(fn, args, kwargs)
+            self._phase = "timing"
+            try:
+                observation = observe(
+                    fn, args, kwargs,
+                    resources_on=self._settings.resources,
+                    allocs_on=self._settings.allocs,
+                    sample_interval=self._settings.sample_interval,
+                    max_time=b._max_time,
+                    min_rounds=b._min_rounds,
+                    min_round_time=min_round_time,
+                    warmup_calls=b._warmup or None,
+                )
+            finally:
+                self._phase = "idle"
         self._store_rounds(observation.measurement)
-        self._store(observation.metrics)
+        metrics = dict(observation.metrics)
+        metrics.update(counted)
+        metrics.update(gc_watch.metrics())
+        self._store(metrics)
         return observation.result
 
     def pedantic(
