@@ -24,6 +24,7 @@ the window lists the model in ``unpriced_models`` rather than counting it as fre
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import inspect
 import json
@@ -31,7 +32,7 @@ import math
 import numbers
 import threading
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Optional
+from typing import Any, Iterator, Mapping, NamedTuple, Optional
 
 from ._tokens import token_sink
 
@@ -302,6 +303,8 @@ class CountedCalls:
         self.cpu_ns: list[int] = []
         self.unpriced_models: set[str] = set()
         self.metric_values: dict[str, list[float]] = {}
+        #: False once a window counted several calls: the per-call maxima are unknown then.
+        self.maxima = True
         self._window: Optional[UsageWindow] = None
 
     def report_metric(self, name: str, value: float) -> None:
@@ -310,6 +313,31 @@ class CountedCalls:
         if window is not None:
             with window._lock:
                 window.metrics[name] = value
+
+    @contextlib.contextmanager
+    def counting(self, calls: int = 1) -> Iterator[UsageWindow]:
+        """A window for *calls* calls made inside it (a pedantic round, a load run): on a normal
+        exit its usage, divided by *calls*, counts as one call's. Windows of several calls give
+        means, so the record then has no ``*_max`` keys."""
+        window = UsageWindow(self.prices)
+        self._window = window
+        try:
+            with window:
+                yield window
+        finally:
+            self._window = None
+        self.add_window(window, calls)
+
+    def add_window(self, window: UsageWindow, calls: int) -> None:
+        """Count what *window* saw as *calls* calls' usage (see :meth:`counting`)."""
+        totals = window.totals()
+        if calls != 1:
+            self.maxima = False
+            totals = UsageTotals(*(value / max(calls, 1) for value in totals))  # type: ignore[arg-type]
+        self.usage.append(totals)
+        self.unpriced_models |= window.unpriced_models
+        for name, metric_value in window.metrics.items():
+            self.metric_values.setdefault(name, []).append(metric_value)
 
     def run(self, fn: Any, args: tuple, kwargs: Mapping[str, Any], calls: int) -> None:
         """Make *calls* counted calls of fn (awaiting, or consuming a stream, as the timed rounds
@@ -331,9 +359,7 @@ class CountedCalls:
 
         try:
             for _ in range(calls):
-                window = UsageWindow(self.prices)
-                self._window = window
-                with window:
+                with self.counting():
                     wall0, cpu0 = now_ns(), cpu_ns()
                     value = fn(*args, **kwargs)
                     if inspect.isgenerator(value):
@@ -345,15 +371,9 @@ class CountedCalls:
                             runner = _AsyncRounds(fn, (), None)
                         await_wall, await_cpu = runner.run_awaitable(awaited(value))
                         wall, cpu = wall + await_wall, cpu + await_cpu
-                self._window = None
-                self.usage.append(window.totals())
                 self.wall_ns.append(wall)
                 self.cpu_ns.append(min(cpu, wall))
-                self.unpriced_models |= window.unpriced_models
-                for name, metric_value in window.metrics.items():
-                    self.metric_values.setdefault(name, []).append(metric_value)
         finally:
-            self._window = None
             if runner is not None:
                 runner.close()
 
@@ -363,12 +383,12 @@ class CountedCalls:
         n = len(self.usage)
         if not n:
             return {}
-        record: dict[str, Any] = {
-            "usage_calls": n,
-            "wall_per_call_s": sum(self.wall_ns) / n * 1e-9,
-            "cpu_per_call_s": sum(self.cpu_ns) / n * 1e-9,
-            "wait_per_call_s": sum(w - c for w, c in zip(self.wall_ns, self.cpu_ns)) / n * 1e-9,
-        }
+        record: dict[str, Any] = {"usage_calls": n}
+        if self.wall_ns:
+            timed = len(self.wall_ns)
+            record["wall_per_call_s"] = sum(self.wall_ns) / timed * 1e-9
+            record["cpu_per_call_s"] = sum(self.cpu_ns) / timed * 1e-9
+            record["wait_per_call_s"] = sum(w - c for w, c in zip(self.wall_ns, self.cpu_ns)) / timed * 1e-9
         if not any(u.llm_calls or u.tool_calls or u.tokens_in or u.tokens_out or u.tokens_saved
                    for u in self.usage):
             return record
@@ -387,7 +407,8 @@ class CountedCalls:
             record["unpriced_models"] = sorted(self.unpriced_models)
         for key, values in columns.items():
             record[key] = sum(values) / n
-            record[key + "_max"] = max(values)
+            if self.maxima:
+                record[key + "_max"] = max(values)
         return record
 
 

@@ -30,7 +30,7 @@ from ..instruments.timers import (
     consuming,
 )
 from ..results.metrics import EXTRA_INFO_KEY
-from ..agents.usage import CountedCalls, GCWatch
+from ..agents.usage import CountedCalls, GCWatch, UsageWindow
 from ..results.metrics import CUSTOM_INFO_KEY, CUSTOM_KEY_PREFIX, custom_metric, custom_metric_kind
 from ..results.units import parse_duration, parse_size
 
@@ -406,16 +406,33 @@ class AgentBenchmark:
             return elapsed
 
         metrics: dict[str, Any] = {}
+        # Usage and custom metrics per round (rounds are fixed here, so no extra counted calls).
+        counted = CountedCalls(self._settings.prices) if self._settings.usage_calls else None
+        self._phase = "timing"  # metric() calls outside the counted rounds are not counted
         try:
-            with _gc_paused(self._benchmark._disable_gc):
+            with _gc_paused(self._benchmark._disable_gc), GCWatch() as gc_watch:
                 for _ in range(warmup_rounds):
                     one_round(*arguments(), timed=False)
                 window = ResourceWindow(self._settings.sample_interval,
                                         enabled=self._settings.resources)
                 with window:
                     for _ in range(rounds):
-                        rounds_ns.append(one_round(*arguments()))
+                        call_args, call_kwargs = arguments()
+                        if counted is None:
+                            rounds_ns.append(one_round(call_args, call_kwargs))
+                            continue
+                        self._counted, self._phase = counted, "counting"
+                        try:
+                            with counted.counting(iterations):
+                                rounds_ns.append(one_round(call_args, call_kwargs))
+                        finally:
+                            self._phase = "timing"
             metrics.update(window.metrics)
+            metrics.update(gc_watch.metrics())
+            if counted is not None:
+                metrics.update(counted.metrics())
+                for name, values in counted.metric_values.items():
+                    self._per_call.setdefault(name, []).extend(values)
             with _gc_paused(self._benchmark._disable_gc):
                 kept = result
                 tails.finish(rounds * iterations)
@@ -435,6 +452,7 @@ class AgentBenchmark:
                         allocs, nbytes = float(counter.allocs), float(counter.bytes)
                 metrics["allocs_per_call"], metrics["bytes_per_call"] = allocs, nbytes
         finally:
+            self._phase = "idle"
             if isinstance(runner, _AsyncRounds):
                 runner.close()
         self._store_rounds(measurement)
@@ -478,9 +496,14 @@ class AgentBenchmark:
             self._settings.sample_interval,
             enabled=self._settings.resources and "peak_rss_bytes" not in self.record,
         )
-        with _gc_paused(self._benchmark._disable_gc), window:
-            result = _load_run(call, is_async, payloads, concurrency=concurrency, duration=duration,
-                               rate=rate, timeout=timeout)
+        usage = UsageWindow(self._settings.prices)
+        self._phase = "timing"
+        try:
+            with _gc_paused(self._benchmark._disable_gc), window, usage:
+                result = _load_run(call, is_async, payloads, concurrency=concurrency,
+                                   duration=duration, rate=rate, timeout=timeout)
+        finally:
+            self._phase = "idle"
         if claim and service_ns:
             stats = self._benchmark._make_stats(1)
             stats.options["timer"] = "pyagentbench.now_ns"
@@ -488,6 +511,11 @@ class AgentBenchmark:
                 stats.update(ns * 1e-9)
         metrics = load_metrics(result)
         metrics.update(window.metrics)
+        if self._settings.usage_calls and "usage_calls" not in self.record:
+            per_task = CountedCalls(self._settings.prices)
+            per_task.add_window(usage, int(result.completed) + int(result.failed))
+            metrics.update(per_task.metrics())
+            metrics["usage_calls"] = int(result.completed) + int(result.failed)
         all_failed = bool(result.failed and not result.completed)
         try:
             self._store(metrics)

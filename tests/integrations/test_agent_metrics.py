@@ -292,3 +292,32 @@ def test_a_a_seeded_usage_is_identical_between_runs(pytester):
     usage_keys = [k for k in runs[0] if k.startswith(("llm_", "tool_", "tokens_", "cost_", "usage_"))]
     assert len(usage_keys) >= 15
     assert {k: runs[0][k] for k in usage_keys} == {k: runs[1][k] for k in usage_keys}
+
+
+def test_pedantic_and_throughput_record_usage_per_call(pytester):
+    pytester.makepyfile(test_suite="""
+        from pyagentbench.mocks import MockLLM
+
+        def test_pedantic(agent_benchmark):
+            llm = MockLLM(responses=["r" * 40])
+            def run():
+                llm.complete("p" * 400)
+                agent_benchmark.metric("attempts", 2)
+            agent_benchmark.pedantic(run, rounds=4, iterations=3)
+
+        def test_load(agent_benchmark):
+            llm = MockLLM(responses=["r" * 40])
+            agent_benchmark.throughput(lambda p: llm.complete(p), ["p" * 400] * 20, concurrency=4)
+    """)
+    result = pytester.runpytest_subprocess(*FAST, "--benchmark-json=out.json")
+    assert result.ret == 0, result.stdout.str()
+    records = _records(pytester.path / "out.json")
+    pedantic, load = records["test_pedantic"], records["test_load"]
+    # pedantic: 4 rounds of 3 calls, each call 1 LLM call of 100 + 10 tokens
+    assert pedantic["usage_calls"] == 4
+    assert pedantic["llm_calls_per_call"] == 1 and pedantic["tokens_per_call"] == 110
+    assert "tokens_per_call_max" not in pedantic  # a round of 3 calls gives their mean only
+    assert pedantic["metric.attempts"] == 2 and pedantic["metric_info"]["attempts"]["calls"] == 4
+    # the load: 20 tasks, one LLM call each
+    assert load["usage_calls"] == 20
+    assert load["llm_calls_per_call"] == 1 and load["tokens_in_per_call"] == 100
