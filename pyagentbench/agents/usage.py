@@ -131,14 +131,16 @@ class UsageWindow:
         if cost is None and (tokens_in or tokens_out):
             price = self.prices.get(model) if model is not None else None
             if price is not None:
-                cost = price.cost(tokens_in, tokens_out)
+                cost = tokens_in * price[0] / 1000.0 + tokens_out * price[1] / 1000.0
         with self._lock:
             self._llm_calls += calls
             self._tokens_in += tokens_in
             self._tokens_out += tokens_out
             if cost is not None:
                 self._cost += cost
-            elif tokens_in or tokens_out:
+                return
+        if tokens_in or tokens_out:
+            with self._lock:
                 self._unpriced += calls or 1
                 self.unpriced_models.add(model if model is not None else "(no model named)")
 
