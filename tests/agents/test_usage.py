@@ -277,3 +277,34 @@ def test_a_price_file_of_another_kind_is_refused(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ValueError, match="bad.json: not valid JSON"):
         load_prices(tmp_path / "bad.json")
+
+
+def test_a_call_the_rate_limit_refused_is_not_an_llm_call():
+    from pyagentbench.mocks import RateLimitError
+
+    clock = [0.0]
+    llm = MockLLM(rate_limit=1, clock=lambda: clock[0])
+    with UsageWindow() as window:
+        llm.complete("a")
+        with pytest.raises(RateLimitError):
+            llm.complete("b")
+    assert window.totals().llm_calls == 1
+
+
+def test_toml_prices_without_tomllib_or_tomli_say_what_to_do(tmp_path, monkeypatch):
+    (tmp_path / "p.toml").write_text('[a]\nin_per_1k = 1\nout_per_1k = 1\n')
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # as on Python 3.9 and 3.10
+    monkeypatch.setitem(sys.modules, "tomli", None)
+    with pytest.raises(ValueError, match="reading TOML needs Python 3.11\\+ \\(tomllib\\) or the tomli "
+                                         "package; install tomli or write the prices as JSON"):
+        load_prices(tmp_path / "p.toml")
+
+
+def test_counted_calls_count_tokens_saved_by_agent_cache_hits():
+    agent = _LLMAgent(MockLLM(responses=[RESPONSE]), cache=Cache(maxsize=16))
+    counted = CountedCalls()
+    counted.run(agent.process, (PROMPT,), {}, 3)  # a miss, then two hits
+    record = counted.metrics()
+    assert record["tokens_saved_per_call_max"] == 110
+    assert record["tokens_saved_per_call"] == pytest.approx(220 / 3)
+    assert record["llm_calls_per_call"] == pytest.approx(1 / 3)

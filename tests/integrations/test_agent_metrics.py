@@ -321,3 +321,26 @@ def test_pedantic_and_throughput_record_usage_per_call(pytester):
     # the load: 20 tasks, one LLM call each
     assert load["usage_calls"] == 20
     assert load["llm_calls_per_call"] == 1 and load["tokens_in_per_call"] == 100
+
+
+def test_usage_calls_zero_turns_the_counted_calls_off_and_the_last_value_in_a_call_counts(pytester):
+    pytester.makepyfile(test_suite="""
+        import pytest
+        from pyagentbench.mocks import MockLLM
+
+        @pytest.mark.agentbench(usage_calls=3)
+        def test_twice(agent_benchmark):
+            def run():
+                agent_benchmark.metric("x", 1)
+                agent_benchmark.metric("x", 5)
+            agent_benchmark(run)
+
+        def test_off(agent_benchmark):
+            llm = MockLLM()
+            agent_benchmark(lambda: llm.complete("hi"))
+    """)
+    result = pytester.runpytest_subprocess(*FAST, "--benchmark-json=out.json", "--agentbench-usage-calls=0")
+    assert result.ret == 0
+    records = _records(pytester.path / "out.json")
+    assert records["test_twice"]["metric.x.max"] == 5 and records["test_twice"]["metric_info"]["x"]["calls"] == 3
+    assert not {"usage_calls", "tokens_per_call", "wall_per_call_s"} & set(records["test_off"])
