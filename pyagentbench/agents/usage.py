@@ -307,6 +307,9 @@ class CountedCalls:
         self.metric_values: dict[str, list[float]] = {}
         #: False once a window counted several calls: the per-call maxima are unknown then.
         self.maxima = True
+        #: run(): the first call was slow; the last call's time when it can be the timing probe.
+        self.slow = False
+        self.probe_ns: Optional[int] = None
         self._window: Optional[UsageWindow] = None
 
     def report_metric(self, name: str, value: float) -> None:
@@ -341,9 +344,12 @@ class CountedCalls:
         for name, metric_value in window.metrics.items():
             self.metric_values.setdefault(name, []).append(metric_value)
 
-    def run(self, fn: Any, args: tuple, kwargs: Mapping[str, Any], calls: int) -> None:
+    def run(self, fn: Any, args: tuple, kwargs: Mapping[str, Any], calls: int,
+            slow_ns: Optional[int] = None) -> None:
         """Make *calls* counted calls of fn (awaiting, or consuming a stream, as the timed rounds
-        would)."""
+        would). With *slow_ns*, a first call at least that long makes it 2 calls at most (a slow
+        target's counted calls cost what its timed rounds cost); ``probe_ns`` is then the last
+        call's time if every call returned a plain value, for the timing loop to use as its probe."""
         from .. import _native
         from ..instruments.timers import _AsyncRounds
 
@@ -359,22 +365,32 @@ class CountedCalls:
                 await value
             return now_ns() - wall0, cpu_ns() - cpu0
 
+        plain = True
         try:
-            for _ in range(calls):
+            index = 0
+            while index < calls:
+                index += 1
                 with self.counting():
                     wall0, cpu0 = now_ns(), cpu_ns()
                     value = fn(*args, **kwargs)
                     if inspect.isgenerator(value):
+                        plain = False
                         for _ in value:
                             pass
                     wall, cpu = now_ns() - wall0, cpu_ns() - cpu0
                     if inspect.isawaitable(value) or inspect.isasyncgen(value):
+                        plain = False
                         if runner is None:
                             runner = _AsyncRounds(fn, (), None)
                         await_wall, await_cpu = runner.run_awaitable(awaited(value))
                         wall, cpu = wall + await_wall, cpu + await_cpu
                 self.wall_ns.append(wall)
                 self.cpu_ns.append(min(cpu, wall))
+                if slow_ns is not None and index == 1 and wall >= slow_ns:
+                    calls = min(calls, 2)
+                    self.slow = True
+            if self.slow and plain:
+                self.probe_ns = self.wall_ns[-1]
         finally:
             if runner is not None:
                 runner.close()

@@ -16,6 +16,7 @@ from ..instruments.observe import ResourceWindow, count_allocs_any, observe, tim
 from ..instruments.resources import AllocCounter
 from ..instruments.timers import (
     DEFAULT_MIN_ROUND_TIME,
+    SLOW_CALL_TIME,
     Measurement,
     StreamTimes,
     _AsyncRounds,
@@ -29,9 +30,14 @@ from ..instruments.timers import (
     call_outside_event_loop,
     consuming,
 )
-from ..results.metrics import EXTRA_INFO_KEY
 from ..agents.usage import CountedCalls, GCWatch, UsageWindow
-from ..results.metrics import CUSTOM_INFO_KEY, CUSTOM_KEY_PREFIX, custom_metric, custom_metric_kind
+from ..results.metrics import (
+    CUSTOM_INFO_KEY,
+    CUSTOM_KEY_PREFIX,
+    EXTRA_INFO_KEY,
+    custom_metric,
+    custom_metric_kind,
+)
 from ..results.units import parse_duration, parse_size
 
 __all__ = ["AgentBenchmark", "FixtureSettings"]
@@ -171,6 +177,7 @@ class AgentBenchmark:
         self._metric_info: dict[str, dict[str, Any]] = {}
         self._once: dict[str, float] = {}
         self._per_call: dict[str, list[float]] = {}
+        self._counted: CountedCalls | None = None
 
     # ---- what tests read ----
 
@@ -224,22 +231,26 @@ class AgentBenchmark:
     def metric(self, name: str, value: float, unit: str | None = None, better: str = "lower") -> None:
         """Record a metric of your own: ``agent_benchmark.metric("hit_rate", 0.93, better="higher")``.
 
-        Called inside the benchmarked function, it records one value per counted call (the record
-        then holds the mean as ``metric.<name>`` and ``.p50``, ``.p95``, ``.max`` over the calls;
-        calls during the timed rounds are ignored); called in the test body, one value for the
-        test. ``unit``: ``s``, ``ms``, ``us``, ``ns`` (stored in seconds), ``B``, ``KB``, ``MB``,
-        ``GB``, ``KiB``, ``MiB``, ``GiB`` (stored in bytes), ``%``, ``ratio``, or a label for a
-        count (``"tokens"``). ``better``: ``"lower"`` or ``"higher"``, the way gates and the table
+        Called inside the benchmarked function, it records one value per counted call (the last
+        one if a call records two; under :meth:`pedantic`, per round). The record then holds the
+        mean as ``metric.<name>`` and ``.p50``, ``.p95``, ``.max`` over the calls; calls in the
+        timed rounds, the allocation pass or a load run are ignored. Called in the test body, it
+        records one value for the test. ``unit``: ``s``, ``ms``, ``us``, ``ns`` (stored in
+        seconds), ``B``, ``KB``, ``MB``, ``GB``, ``KiB``, ``MiB``, ``GiB`` (stored in bytes),
+        ``%``, ``ratio``, or a label for a count (``"tokens"``). ``better``: ``"lower"`` or ``"higher"``, the way gates and the table
         read it. The metric gets a column in the summary table, a budget
         (``slo(metrics={"hit_rate": ">=0.9"})``) and a gate (``metric.hit_rate:5%``).
         """
+        if self._phase == "timing" and name in self._metric_info:  # the timed rounds: as cheap as can be
+            return
         stored, info = check_custom_metric(name, value, unit, better, self._metric_info.get(name))
         self._metric_info[name] = info
         if self._phase == "timing":
             return
         if self._phase == "counting":
             info["per_call"] = True
-            self._counted.report_metric(name, stored)
+            if self._counted is not None:
+                self._counted.report_metric(name, stored)
             return
         if info.get("per_call"):
             raise ValueError(f"agent_benchmark.metric({name!r}): recorded per call inside the "
@@ -256,7 +267,7 @@ class AgentBenchmark:
         self._counted = CountedCalls(self._settings.prices)
         self._phase = "counting"
         try:
-            self._counted.run(fn, args, kwargs, calls)
+            self._counted.run(fn, args, kwargs, calls, slow_ns=int(SLOW_CALL_TIME * 1e9))
         finally:
             self._phase = "idle"
         for name, values in self._counted.metric_values.items():
@@ -273,6 +284,7 @@ class AgentBenchmark:
         min_round_time = b._min_time if b._min_time > DEFAULT_MIN_ROUND_TIME else None
         with _gc_paused(b._disable_gc), GCWatch() as gc_watch:
             counted = self._counted_pass(fn, args, kwargs)
+            probe = {"probe_ns": self._counted.probe_ns} if counted and self._counted.probe_ns else {}
             self._phase = "timing"
             try:
                 observation = observe(
@@ -284,6 +296,7 @@ class AgentBenchmark:
                     min_rounds=b._min_rounds,
                     min_round_time=min_round_time,
                     warmup_calls=b._warmup or None,
+                    **probe,
                 )
             finally:
                 self._phase = "idle"

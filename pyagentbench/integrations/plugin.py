@@ -114,7 +114,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "ignore changes below a floor (default 1 MiB for RSS, 1 KiB for bytes_per_call; set it "
         "with peak_rss:20%%:floor=4MiB). Metrics: peak_rss, process_peak_rss, rss_delta, "
         "cpu_percent, allocs_per_call, bytes_per_call, throughput, error_rate, mean, p50, p95, "
-        "p99, max, ttft, inter_item. A saved run that cannot be read exits with status 2.",
+        "p99, max, ttft, inter_item, llm_calls_per_call, tool_calls_per_call, tokens_per_call, "
+        "cost_per_call, cpu_per_call, wait_per_call, gc_pause (docs/agent-metrics.md lists all), "
+        "and metric.NAME for agent_benchmark.metric(NAME, ...). A saved run that cannot be read "
+        "exits with status 2.",
     )
     group.addoption(
         "--agentbench-no-resources", action="store_true", default=False,
@@ -184,14 +187,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "slo(p99=..., p95=..., mean=..., ttft=..., max_rss=..., max_rss_delta=..., "
-        "max_allocs_per_call=..., min_throughput=..., max_error_rate=...): budgets an "
+        "max_allocs_per_call=..., min_throughput=..., max_error_rate=..., max_tokens_per_call=..., "
+        "max_cost_per_call=..., metrics={'NAME': '>=x'}): budgets an "
         "agent_benchmark test must meet. Stacked markers (module, class, method) merge; the "
         "nearest wins per keyword.",
     )
     config.addinivalue_line(
         "markers",
-        "agentbench(resources=True, allocs=True, sample_interval=None): what agent_benchmark "
-        "records for this test.",
+        "agentbench(resources=True, allocs=True, sample_interval=None, usage_calls=None): what "
+        "agent_benchmark records for this test.",
     )
     state = config.stash[_SESSION_KEY] = AgentBenchSession(config)
     if state.gates:

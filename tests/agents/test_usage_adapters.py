@@ -187,3 +187,16 @@ def test_pydantic_ai_run_usage():
     assert totals.tokens_in > 0
     with pytest.raises(TypeError, match="takes a pydantic-ai run result, not str"):
         record_pydantic_ai_usage("result")
+
+
+def test_a_chat_stream_keeps_its_own_stream_options_and_an_abandoned_stream_reports_nothing():
+    server = Server()
+    client, _ = _clients(server)
+    with UsageWindow() as window:
+        list(client.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True,
+                                            stream_options={"include_usage": False}))
+        stream = client.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
+        next(iter(stream))  # the first chunk only: the usage comes in the last
+        stream.close()
+    assert server.requests[0]["stream_options"] == {"include_usage": False}
+    assert window.totals().llm_calls == 0

@@ -344,3 +344,47 @@ def test_usage_calls_zero_turns_the_counted_calls_off_and_the_last_value_in_a_ca
     records = _records(pytester.path / "out.json")
     assert records["test_twice"]["metric.x.max"] == 5 and records["test_twice"]["metric_info"]["x"]["calls"] == 3
     assert not {"usage_calls", "tokens_per_call", "wall_per_call_s"} & set(records["test_off"])
+
+
+def test_async_tests_count_usage_on_their_own_loop(pytester):
+    pytest.importorskip("pytest_asyncio")
+    pytester.makepyfile(test_suite="""
+        import pytest
+        from pyagentbench.mocks import MockLLM
+
+        @pytest.mark.asyncio
+        async def test_async(agent_benchmark):
+            llm = MockLLM(responses=["r" * 40])
+            async def agent():
+                return await llm.acomplete("p" * 400)
+            await agent_benchmark.acall(agent)
+    """)
+    result = pytester.runpytest_subprocess(*FAST, "--benchmark-json=out.json")
+    assert result.ret == 0, result.stdout.str()
+    record = _records(pytester.path / "out.json")["test_async"]
+    assert record["llm_calls_per_call"] == 1 and record["tokens_per_call"] == 110
+
+
+def test_a_slow_target_gets_two_counted_calls(pytester):
+    pytester.makepyfile(test_suite="""
+        import time
+        from pyagentbench.mocks import MockLLM
+
+        CALLS = []
+
+        def test_slow(agent_benchmark):
+            llm = MockLLM(responses=["r" * 40])
+            def run():
+                CALLS.append(1)
+                time.sleep(0.012)
+                return llm.complete("p" * 400)
+            agent_benchmark(run)
+            print("\\nCALLS", len(CALLS))
+    """)
+    result = pytester.runpytest_subprocess(*FAST, "-s", "--benchmark-json=out.json")
+    assert result.ret == 0
+    record = _records(pytester.path / "out.json")["test_slow"]
+    assert record["usage_calls"] == 2 and record["tokens_per_call"] == 110
+    calls = next(int(line.split()[1]) for line in result.outlines if line.startswith("CALLS "))
+    # 2 counted calls (the second is the warm-up), the timed rounds, one allocation-counting call
+    assert calls == 2 + record["rounds"] + 1
