@@ -34,7 +34,10 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Mapping, NamedTuple, Optional
 
+from .. import _native
 from ._tokens import token_sink
+
+_now_ns = _native.now_ns
 
 __all__ = [
     "record_usage",
@@ -350,10 +353,9 @@ class CountedCalls:
         would). With *slow_ns*, a first call at least that long makes it 2 calls at most (a slow
         target's counted calls cost what its timed rounds cost); ``probe_ns`` is then the last
         call's time if every call returned a plain value, for the timing loop to use as its probe."""
-        from .. import _native
         from ..instruments.timers import _AsyncRounds
 
-        now_ns, cpu_ns = _native.now_ns, _native.thread_cpu_ns
+        now_ns, cpu_ns = _now_ns, _native.thread_cpu_ns
         runner: Any = None
 
         async def awaited(value: Any) -> tuple[int, int]:
@@ -442,12 +444,10 @@ class GCWatch:
         self._start_ns = 0
 
     def _callback(self, phase: str, info: Mapping[str, Any]) -> None:
-        from .. import _native
-
         if phase == "start":
-            self._start_ns = _native.now_ns()
+            self._start_ns = _now_ns()
             return
-        pause = _native.now_ns() - self._start_ns if self._start_ns else 0
+        pause = _now_ns() - self._start_ns if self._start_ns else 0
         self._start_ns = 0
         generation = info.get("generation", 0)
         if 0 <= generation < 3:
