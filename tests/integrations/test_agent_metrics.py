@@ -388,3 +388,30 @@ def test_a_slow_target_gets_two_counted_calls(pytester):
     calls = next(int(line.split()[1]) for line in result.outlines if line.startswith("CALLS "))
     # 2 counted calls (the second is the warm-up), the timed rounds, one allocation-counting call
     assert calls == 2 + record["rounds"] + 1
+
+
+@pytest.mark.parametrize(
+    ("keyword", "limit", "key", "parsed"),
+    [
+        ("max_llm_calls_per_call", 3, "llm_calls_per_call_max", 3.0),
+        ("max_tool_calls_per_call", 2, "tool_calls_per_call_max", 2.0),
+        ("max_tokens_per_call", 1200, "tokens_per_call_max", 1200.0),
+        ("max_tokens_in_per_call", 1000, "tokens_in_per_call_max", 1000.0),
+        ("max_tokens_out_per_call", 200, "tokens_out_per_call_max", 200.0),
+        ("max_cost_per_call", "0.002", "cost_per_call_max", 0.002),
+        ("max_wall_per_call", "20ms", "wall_per_call_s", 0.02),
+        ("max_cpu_per_call", "5ms", "cpu_per_call_s", 0.005),
+        ("max_wait_per_call", "15ms", "wait_per_call_s", 0.015),
+        ("max_gc_pause", "10ms", "gc_pause_s", 0.01),
+        ("max_gc_pause_once", "2ms", "gc_pause_max_s", 0.002),
+        ("max_gc_collections", 50, "gc_collections", 50.0),
+    ],
+)
+def test_every_usage_budget_bounds_its_key(keyword, limit, key, parsed):
+    from pyagentbench.results.slo import check_budgets, parse_budgets
+
+    (budget,) = parse_budgets((), {keyword: limit})
+    assert budget.limit == pytest.approx(parsed) and budget.metric.keys == (key,)
+    assert check_budgets([budget], {key: parsed})[0] == []
+    broken, _ = check_budgets([budget], {key: parsed * 1.5})
+    assert len(broken) == 1 and broken[0].startswith(f"SLO budget {keyword}=")
