@@ -63,6 +63,14 @@ _LAZY: dict[str, str] = {
     "arun_load": "agents.load",
     "LoadResult": "agents.load",
     "Failure": "agents.load",
+    # usage of LLMs and tools
+    "record_usage": "agents.usage",
+    "record_tool_call": "agents.usage",
+    "UsageWindow": "agents.usage",
+    "instrument_openai": "agents.adapters",
+    "record_openai_usage": "agents.adapters",
+    "LangChainUsageHandler": "agents.adapters",
+    "record_pydantic_ai_usage": "agents.adapters",
 }
 
 __all__ = [
@@ -104,6 +112,13 @@ if TYPE_CHECKING:
     from .agents.breaker import CircuitBreaker, CircuitOpenError
     from .agents.load import Failure, LoadResult, arun_load, run_load
     from .agents.pool import AgentPool
+    from .agents.adapters import (
+        LangChainUsageHandler,
+        instrument_openai,
+        record_openai_usage,
+        record_pydantic_ai_usage,
+    )
+    from .agents.usage import UsageWindow, record_tool_call, record_usage
     from .instruments.resources import (
         AllocCounter,
         HeapTrim,

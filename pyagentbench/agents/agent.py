@@ -33,7 +33,8 @@ from .._native import now_ns
 from ..runtime.cache import cache_key
 from ..runtime.histogram import Histogram
 from ..runtime.taskqueue import QueueClosed, TaskQueue
-from ._tokens import report_tokens, token_sink
+from ._tokens import token_sink
+from .usage import record_tokens_saved, record_usage
 from .breaker import CircuitBreaker
 
 __all__ = ["Task", "Agent", "AgentMetrics", "DEFAULT_SYNC_WORKERS", "DEFAULT_ASYNC_WORKERS", "MAX_CHUNK"]
@@ -533,13 +534,15 @@ class Agent:
     # ---- helpers for handlers ----
 
     def record_tokens(self, tokens_in: int, tokens_out: int) -> None:
-        """Count tokens the current task spent (MockLLM calls inside a task do this themselves)."""
+        """Count tokens the current task spent (MockLLM calls inside a task do this themselves).
+
+        The same as :func:`pyagentbench.record_usage` with ``calls=0`` (tokens, no LLM call), except
+        that outside any task the tokens still count for this agent."""
         if token_sink.get() is None:
             with self._lifecycle:
                 self._extra.tokens_in += tokens_in
                 self._extra.tokens_out += tokens_out
-        else:
-            report_tokens(tokens_in, tokens_out)
+        record_usage(tokens_in, tokens_out, calls=0)
 
     # ---- stats ----
 
@@ -650,6 +653,7 @@ class Agent:
         if entry is not _MISS:
             stats.cache_hits += 1
             stats.tokens_saved += entry[1]
+            record_tokens_saved(entry[1])
             self._end(stats, start, ok=True)
             return start, key, entry, 0
         stats.cache_misses += 1

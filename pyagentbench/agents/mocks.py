@@ -15,8 +15,9 @@ Latency models (seconds): a plain number or :class:`Fixed`; :class:`Normal`; :cl
 a list of numbers or :class:`Replay` (played in order, cycling).
 
 Tokens are estimated as one token per 4 characters, rounded up (the usual rule of thumb for English
-with BPE tokenizers); the empty string is 0 tokens. When a MockLLM call runs inside an
-:class:`~pyagentbench.Agent` task, its tokens are added to that agent's metrics.
+with BPE tokenizers); the empty string is 0 tokens. Every call reports its usage with
+:func:`pyagentbench.record_usage`: inside an :class:`~pyagentbench.Agent` task its tokens are
+added to that agent's metrics, and inside a counted call of ``agent_benchmark`` to the test's.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ import threading
 import time
 from typing import Any, AsyncIterator, Callable, Iterator, Optional, Sequence, Union
 
-from ._tokens import estimate_tokens, report_tokens
+from ._tokens import estimate_tokens
+from .usage import Price, record_tool_call, record_usage
 
 __all__ = [
     "DEFAULT_KEEP_CALLS",
@@ -197,6 +199,15 @@ def _latency_model(latency: LatencySpec) -> LatencyModel:
         "latency must be seconds, a list of seconds or a LatencyModel (Fixed, Normal, LogNormal, "
         f"Replay), not {type(latency).__name__}"
     )
+
+
+def _check_price(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number (price per 1000 tokens), not {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
 
 
 def _check_rate(name: str, value: Any) -> float:
@@ -446,6 +457,12 @@ class MockLLM(_SeededMock):
     own). ``latency_scale`` multiplies every wait (0: none). ``keep_calls``: how many of the
     latest calls :attr:`calls` keeps (default :data:`DEFAULT_KEEP_CALLS`; ``None`` keeps every
     call, which grows by about 500 bytes a call); the counters cover every call either way.
+
+    Every call that reaches the model (not one the rate limit refused) is reported with
+    :func:`pyagentbench.record_usage`: one LLM call, its tokens (none for a failed call), the
+    ``model`` name (default ``"mock"``) and, given ``price_in_per_1k`` and ``price_out_per_1k``
+    (both, per 1000 tokens), its cost; without prices the ``--agentbench-prices`` table prices
+    ``model``. A :class:`MockTool` reports one tool call per call.
     """
 
     def __init__(
@@ -463,10 +480,24 @@ class MockLLM(_SeededMock):
         stream_chunk_tokens: int = 1,
         clock: Callable[[], float] = time.monotonic,
         keep_calls: Optional[int] = DEFAULT_KEEP_CALLS,
+        model: str = "mock",
+        price_in_per_1k: Optional[float] = None,
+        price_out_per_1k: Optional[float] = None,
     ) -> None:
         super().__init__(latency, failure_rate, seed, failure, latency_scale, keep_calls)
         self._tokens_in = 0
         self._tokens_out = 0
+        self._cost = 0.0
+        if not isinstance(model, str):
+            raise TypeError(f"model must be a str, not {type(model).__name__}")
+        self.model = model
+        if (price_in_per_1k is None) != (price_out_per_1k is None):
+            raise ValueError("give both price_in_per_1k and price_out_per_1k, or neither (then the "
+                             "--agentbench-prices table prices this model)")
+        self.price: Optional[Price] = None
+        if price_in_per_1k is not None:
+            self.price = Price(_check_price("price_in_per_1k", price_in_per_1k),
+                               _check_price("price_out_per_1k", price_out_per_1k))
         if responses is None or callable(responses):
             self._responses: Any = responses
         elif isinstance(responses, (str, bytes)) or not isinstance(responses, collections.abc.Iterable):
@@ -537,10 +568,13 @@ class MockLLM(_SeededMock):
         if fails:
             exc = _make_failure(self.failure, f"mock LLM call {index} failed")
             self._record(LLMCall(index, prompt, None, tokens_in, 0, total, wait, exc, streamed))
+            record_usage(0, 0, self.model, 1, 0.0 if self.price is not None else None)
             raise exc
         tokens_out = estimate_tokens(response)
         self._record(LLMCall(index, prompt, response, tokens_in, tokens_out, total, wait, None, streamed))
-        report_tokens(tokens_in, tokens_out)
+        price = self.price
+        record_usage(tokens_in, tokens_out, self.model, 1,
+                     price.cost(tokens_in, tokens_out) if price is not None else None)
 
     def _record(self, call: Any) -> None:
         # _SeededMock._record plus the token totals, under one acquisition of the lock.
@@ -552,6 +586,8 @@ class MockLLM(_SeededMock):
             else:
                 self._tokens_in += call.tokens_in
                 self._tokens_out += call.tokens_out
+                if self.price is not None:
+                    self._cost += self.price.cost(call.tokens_in, call.tokens_out)
 
     def _chunks(self, response: str) -> list[str]:
         size = 4 * self.stream_chunk_tokens
@@ -646,12 +682,18 @@ class MockLLM(_SeededMock):
         """Response tokens of all successful calls (also those no longer in :attr:`calls`)."""
         return self._tokens_out
 
+    @property
+    def cost(self) -> Optional[float]:
+        """Cost of all successful calls at this mock's own prices; None when it has none."""
+        return self._cost if self.price is not None else None
+
     def reset(self) -> None:
         """Forget recorded calls, counts and tokens, and restart the seeded sequence."""
         super().reset()
         with self._lock:
             self._tokens_in = 0
             self._tokens_out = 0
+            self._cost = 0.0
 
     @property
     def in_flight(self) -> int:
@@ -692,6 +734,7 @@ class MockTool(_SeededMock):
         self.result = result
 
     def _outcome(self, index: int, latency: float, fails: bool, args: tuple, kwargs: dict) -> Any:
+        record_tool_call()
         if fails:
             exc = _make_failure(self.failure, f"mock tool {self.name!r} call {index} failed")
             self._record(ToolCall(index, args, kwargs, None, latency, exc))

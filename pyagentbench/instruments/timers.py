@@ -656,9 +656,14 @@ def measure_with_result(
     max_time: float | None = None,
     min_rounds: int | None = None,
     warmup_calls: int | None = None,
+    probe_ns: int | None = None,
 ) -> tuple[Measurement, Any]:
     """:func:`measure`, also returning what the final timed call returned (awaited if async; the
     list of its items if it returned a generator or async generator).
+
+    ``probe_ns``: the caller just made a call of fn that returned a plain value (not awaitable,
+    not a stream) and took this long; it stands for the probe call (agent_benchmark's counted
+    calls of a slow target are its warm-up and calibration).
 
     ``warmup_calls`` (pytest-benchmark's ``--benchmark-warmup-iterations`` when its warm-up is
     on) replaces ``warmup_rounds``: untimed rounds of the calibrated loop count until that many
@@ -684,6 +689,8 @@ def measure_with_result(
         return _measure_async(fn, call_args, call_kwargs, plan, stream=True)
     if _is_async(fn):
         return _measure_async(fn, call_args, call_kwargs, plan)
+    if probe_ns is not None:
+        return _run(_SyncRounds(fn, call_args, call_kwargs), plan, int(probe_ns))
     # One probe call tells a plain function from one that returns awaitables (a lambda or
     # partial around a coroutine function) or streams; it also warms fn up, and its time tells a
     # slow target, for which it is the calibration as well.

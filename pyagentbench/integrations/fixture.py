@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import gc
 import inspect
+import math
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .. import _native
@@ -15,6 +16,7 @@ from ..instruments.observe import ResourceWindow, count_allocs_any, observe, tim
 from ..instruments.resources import AllocCounter
 from ..instruments.timers import (
     DEFAULT_MIN_ROUND_TIME,
+    SLOW_CALL_TIME,
     Measurement,
     StreamTimes,
     _AsyncRounds,
@@ -28,7 +30,15 @@ from ..instruments.timers import (
     call_outside_event_loop,
     consuming,
 )
-from ..results.metrics import EXTRA_INFO_KEY
+from ..agents.usage import CountedCalls, GCWatch, UsageWindow
+from ..results.metrics import (
+    CUSTOM_INFO_KEY,
+    CUSTOM_KEY_PREFIX,
+    EXTRA_INFO_KEY,
+    custom_metric,
+    custom_metric_kind,
+)
+from ..results.units import parse_duration, parse_size
 
 __all__ = ["AgentBenchmark", "FixtureSettings"]
 
@@ -36,10 +46,78 @@ __all__ = ["AgentBenchmark", "FixtureSettings"]
 class FixtureSettings:
     """What the fixture observes, from command-line options and the ``agentbench`` marker."""
 
-    def __init__(self, resources: bool = True, allocs: bool = True, sample_interval: float = 0.001):
+    def __init__(self, resources: bool = True, allocs: bool = True, sample_interval: float = 0.001,
+                 usage_calls: int = 5, prices: Mapping[str, Any] | None = None):
         self.resources = resources
         self.allocs = allocs
         self.sample_interval = sample_interval
+        #: Calls of the target counted one by one before the timed rounds (usage, custom metrics,
+        #: wall/CPU/wait); 0: none.
+        self.usage_calls = usage_calls
+        #: The --agentbench-prices table: model -> Price.
+        self.prices = dict(prices or {})
+
+
+_BETTER = ("lower", "higher")
+
+
+def check_custom_metric(name: str, value: Any, unit: str | None, better: str,
+                        known: Mapping[str, Any] | None) -> tuple[float, dict[str, Any]]:
+    """A custom metric's value in its base unit (seconds, bytes) and its description; TypeError or
+    ValueError naming the problem (a bad name, a value that is not a finite number, an unknown
+    ``better``, or a unit or direction other than the one the name was first recorded with)."""
+    where = f"agent_benchmark.metric({name!r})"
+    custom_metric(name)  # ValueError for a bad name or a built-in one
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError(f"{where}: the value must be a finite number, got {value!r}")
+        raise TypeError(f"{where}: the value must be a number, not {type(value).__name__}")
+    if unit is not None and not isinstance(unit, str):
+        raise TypeError(f"{where}: unit must be a str or None, not {type(unit).__name__}")
+    if better not in _BETTER:
+        raise ValueError(f"{where}: better must be 'lower' or 'higher', got {better!r}")
+    kind = custom_metric_kind(unit)
+    stored = float(value)
+    if kind == "duration":
+        stored = parse_duration(f"{value!r}{unit}") if value >= 0 else -parse_duration(f"{-value!r}{unit}")
+    elif kind == "size":
+        stored = parse_size(f"{value!r}{unit}") if value >= 0 else -parse_size(f"{-value!r}{unit}")
+    if known is not None and (known["unit"] != (unit or "") or known["better"] != better):
+        raise ValueError(f"{where}: first recorded with unit={known['unit'] or None!r}, "
+                         f"better={known['better']!r}; record it the same way every time")
+    info = dict(known) if known is not None else {"unit": unit or "", "kind": kind, "better": better,
+                                                 "per_call": False}
+    return stored, info
+
+
+def _nearest_rank(sorted_values: list[float], q: float) -> float:
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+def custom_metric_record(infos: Mapping[str, Mapping[str, Any]], once: Mapping[str, float],
+                         per_call: Mapping[str, list[float]]) -> dict[str, Any]:
+    """Record keys of the custom metrics: ``metric.<name>`` (the once-per-test value, or the mean
+    over the counted calls that reported it, with ``.p50``, ``.p95``, ``.max``: nearest-rank
+    percentiles) and their descriptions under ``metric_info``."""
+    if not once and not per_call:
+        return {}
+    record: dict[str, Any] = {}
+    described: dict[str, Any] = {}
+    for name, info in infos.items():  # in the order the test first recorded them
+        key = CUSTOM_KEY_PREFIX + name
+        values = per_call.get(name)
+        if values:
+            ordered = sorted(values)
+            record[key] = sum(values) / len(values)
+            record[key + ".p50"] = _nearest_rank(ordered, 0.50)
+            record[key + ".p95"] = _nearest_rank(ordered, 0.95)
+            record[key + ".max"] = ordered[-1]
+            described[name] = dict(info, per_call=True, calls=len(values))
+        elif name in once:
+            record[key] = once[name]
+            described[name] = dict(info, per_call=False, calls=1)
+    record[CUSTOM_INFO_KEY] = described
+    return record
 
 
 def _run_once(fn: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]) -> Any:
@@ -93,6 +171,13 @@ class AgentBenchmark:
         self._on_record = on_record
         self._timed = False
         self.record: dict[str, Any] = {}
+        # "idle" (the test body), "counting" (a counted call runs: metric() values are per call),
+        # "timing" (timed rounds: metric() calls are ignored)
+        self._phase = "idle"
+        self._metric_info: dict[str, dict[str, Any]] = {}
+        self._once: dict[str, float] = {}
+        self._per_call: dict[str, list[float]] = {}
+        self._counted: CountedCalls | None = None
 
     # ---- what tests read ----
 
@@ -137,8 +222,57 @@ class AgentBenchmark:
 
     def _store(self, metrics: Mapping[str, Any]) -> None:
         self.record.update(metrics)
+        self.record.update(custom_metric_record(self._metric_info, self._once, self._per_call))
         self.extra_info[EXTRA_INFO_KEY] = dict(self.record)
         self._on_record(self)
+
+    # ---- custom metrics ----
+
+    def metric(self, name: str, value: float, unit: str | None = None, better: str = "lower") -> None:
+        """Record a metric of your own: ``agent_benchmark.metric("hit_rate", 0.93, better="higher")``.
+
+        Called inside the benchmarked function, it records one value per counted call (the last
+        one if a call records two; under :meth:`pedantic`, per round). The record then holds the
+        mean as ``metric.<name>`` and ``.p50``, ``.p95``, ``.max`` over the calls; calls in the
+        timed rounds, the allocation pass or a load run are ignored. Called in the test body, it
+        records one value for the test. ``unit``: ``s``, ``ms``, ``us``, ``ns`` (stored in
+        seconds), ``B``, ``KB``, ``MB``, ``GB``, ``KiB``, ``MiB``, ``GiB`` (stored in bytes),
+        ``%``, ``ratio``, or a label for a count (``"tokens"``). ``better``: ``"lower"`` or ``"higher"``, the way gates and the table
+        read it. The metric gets a column in the summary table, a budget
+        (``slo(metrics={"hit_rate": ">=0.9"})``) and a gate (``metric.hit_rate:5%``).
+        """
+        if self._phase == "timing" and name in self._metric_info:  # the timed rounds: as cheap as can be
+            return
+        stored, info = check_custom_metric(name, value, unit, better, self._metric_info.get(name))
+        self._metric_info[name] = info
+        if self._phase == "timing":
+            return
+        if self._phase == "counting":
+            info["per_call"] = True
+            if self._counted is not None:
+                self._counted.report_metric(name, stored)
+            return
+        if info.get("per_call"):
+            raise ValueError(f"agent_benchmark.metric({name!r}): recorded per call inside the "
+                             "benchmarked function already; give the once-per-test value another name")
+        self._once[name] = stored
+        if self.record or self._timed:
+            self._store({})
+
+    def _counted_pass(self, fn: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The counted calls before the timed rounds: their usage, custom metrics and time split."""
+        calls = self._settings.usage_calls
+        if not calls:
+            return {}
+        self._counted = CountedCalls(self._settings.prices)
+        self._phase = "counting"
+        try:
+            self._counted.run(fn, args, kwargs, calls, slow_ns=int(SLOW_CALL_TIME * 1e9))
+        finally:
+            self._phase = "idle"
+        for name, values in self._counted.metric_values.items():
+            self._per_call.setdefault(name, []).extend(values)
+        return self._counted.metrics()
 
     def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not callable(fn):
@@ -148,19 +282,29 @@ class AgentBenchmark:
             return _run_once(fn, args, kwargs)
         b = self._benchmark
         min_round_time = b._min_time if b._min_time > DEFAULT_MIN_ROUND_TIME else None
-        with _gc_paused(b._disable_gc):
-            observation = observe(
-                fn, args, kwargs,
-                resources_on=self._settings.resources,
-                allocs_on=self._settings.allocs,
-                sample_interval=self._settings.sample_interval,
-                max_time=b._max_time,
-                min_rounds=b._min_rounds,
-                min_round_time=min_round_time,
-                warmup_calls=b._warmup or None,
-            )
+        with _gc_paused(b._disable_gc), GCWatch() as gc_watch:
+            counted = self._counted_pass(fn, args, kwargs)
+            probe = {"probe_ns": self._counted.probe_ns} if counted and self._counted.probe_ns else {}
+            self._phase = "timing"
+            try:
+                observation = observe(
+                    fn, args, kwargs,
+                    resources_on=self._settings.resources,
+                    allocs_on=self._settings.allocs,
+                    sample_interval=self._settings.sample_interval,
+                    max_time=b._max_time,
+                    min_rounds=b._min_rounds,
+                    min_round_time=min_round_time,
+                    warmup_calls=b._warmup or None,
+                    **probe,
+                )
+            finally:
+                self._phase = "idle"
         self._store_rounds(observation.measurement)
-        self._store(observation.metrics)
+        metrics = dict(observation.metrics)
+        metrics.update(counted)
+        metrics.update(gc_watch.metrics())
+        self._store(metrics)
         return observation.result
 
     def pedantic(
@@ -275,16 +419,33 @@ class AgentBenchmark:
             return elapsed
 
         metrics: dict[str, Any] = {}
+        # Usage and custom metrics per round (rounds are fixed here, so no extra counted calls).
+        counted = CountedCalls(self._settings.prices) if self._settings.usage_calls else None
+        self._phase = "timing"  # metric() calls outside the counted rounds are not counted
         try:
-            with _gc_paused(self._benchmark._disable_gc):
+            with _gc_paused(self._benchmark._disable_gc), GCWatch() as gc_watch:
                 for _ in range(warmup_rounds):
                     one_round(*arguments(), timed=False)
                 window = ResourceWindow(self._settings.sample_interval,
                                         enabled=self._settings.resources)
                 with window:
                     for _ in range(rounds):
-                        rounds_ns.append(one_round(*arguments()))
+                        call_args, call_kwargs = arguments()
+                        if counted is None:
+                            rounds_ns.append(one_round(call_args, call_kwargs))
+                            continue
+                        self._counted, self._phase = counted, "counting"
+                        try:
+                            with counted.counting(iterations):
+                                rounds_ns.append(one_round(call_args, call_kwargs))
+                        finally:
+                            self._phase = "timing"
             metrics.update(window.metrics)
+            metrics.update(gc_watch.metrics())
+            if counted is not None:
+                metrics.update(counted.metrics())
+                for name, values in counted.metric_values.items():
+                    self._per_call.setdefault(name, []).extend(values)
             with _gc_paused(self._benchmark._disable_gc):
                 kept = result
                 tails.finish(rounds * iterations)
@@ -304,6 +465,7 @@ class AgentBenchmark:
                         allocs, nbytes = float(counter.allocs), float(counter.bytes)
                 metrics["allocs_per_call"], metrics["bytes_per_call"] = allocs, nbytes
         finally:
+            self._phase = "idle"
             if isinstance(runner, _AsyncRounds):
                 runner.close()
         self._store_rounds(measurement)
@@ -347,9 +509,14 @@ class AgentBenchmark:
             self._settings.sample_interval,
             enabled=self._settings.resources and "peak_rss_bytes" not in self.record,
         )
-        with _gc_paused(self._benchmark._disable_gc), window:
-            result = _load_run(call, is_async, payloads, concurrency=concurrency, duration=duration,
-                               rate=rate, timeout=timeout)
+        usage = UsageWindow(self._settings.prices)
+        self._phase = "timing"
+        try:
+            with _gc_paused(self._benchmark._disable_gc), window, usage:
+                result = _load_run(call, is_async, payloads, concurrency=concurrency,
+                                   duration=duration, rate=rate, timeout=timeout)
+        finally:
+            self._phase = "idle"
         if claim and service_ns:
             stats = self._benchmark._make_stats(1)
             stats.options["timer"] = "pyagentbench.now_ns"
@@ -357,6 +524,11 @@ class AgentBenchmark:
                 stats.update(ns * 1e-9)
         metrics = load_metrics(result)
         metrics.update(window.metrics)
+        if self._settings.usage_calls and "usage_calls" not in self.record:
+            per_task = CountedCalls(self._settings.prices)
+            per_task.add_window(usage, int(result.completed) + int(result.failed))
+            metrics.update(per_task.metrics())
+            metrics["usage_calls"] = int(result.completed) + int(result.failed)
         all_failed = bool(result.failed and not result.completed)
         try:
             self._store(metrics)

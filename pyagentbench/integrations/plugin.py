@@ -27,6 +27,7 @@ from ..results.baseline import (
     saved_tests,
 )
 from ..results.compare import Regression, check_gates, format_regressions, parse_gates
+from ..results.metrics import CUSTOM_INFO_KEY, METRICS, Metric, metric, metric_key, resolve_metric
 from ..results.slo import check_budgets, merge_markers, parse_budgets
 from ..results.units import format_bytes, format_count, format_duration, format_rate, parse_duration
 from . import xdist
@@ -91,6 +92,7 @@ class AgentBenchSession:
             raise pytest.UsageError(f"--agentbench-sample-interval: {exc}") from None
         if not 100e-6 <= self.sample_interval <= 10:
             raise pytest.UsageError("--agentbench-sample-interval must be from 100us to 10s")
+        self.prices, self.usage_calls, self.columns = _usage_options(config)
 
     def benchmarks_off(self) -> str | None:
         """Why pytest-benchmark times nothing in this session, or None when it does."""
@@ -117,7 +119,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "ignore changes below a floor (default 1 MiB for RSS, 1 KiB for bytes_per_call; set it "
         "with peak_rss:20%%:floor=4MiB). Metrics: peak_rss, process_peak_rss, rss_delta, "
         "cpu_percent, allocs_per_call, bytes_per_call, throughput, error_rate, mean, p50, p95, "
-        "p99, max, ttft, inter_item. A saved run that cannot be read exits with status 2.",
+        "p99, max, ttft, inter_item, llm_calls_per_call, tool_calls_per_call, tokens_per_call, "
+        "cost_per_call, cpu_per_call, wait_per_call, gc_pause (docs/agent-metrics.md lists all), "
+        "and metric.NAME for agent_benchmark.metric(NAME, ...). A saved run that cannot be read "
+        "exits with status 2.",
     )
     group.addoption(
         "--agentbench-no-resources", action="store_true", default=False,
@@ -137,20 +142,71 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="interval of the native RSS/CPU sampler during benchmarks (default: 1ms)",
     )
     reports.add_options(group)
+    _add_usage_options(group)
+
+
+def _add_usage_options(group: Any) -> None:
+    """Options of the usage metrics: prices, counted calls, summary table columns."""
+    group.addoption(
+        "--agentbench-prices", metavar="FILE", default=None,
+        help="price table for the cost of LLM calls: a .json or .toml file mapping each model to "
+        '{"in_per_1k": ..., "out_per_1k": ...} (TOML needs Python 3.11+ or tomli)',
+    )
+    group.addoption(
+        "--agentbench-usage-calls", metavar="N", type=int, default=5,
+        help="calls of the benchmarked function counted one by one before the timed rounds, for "
+        "its LLM and tool calls, tokens, cost, custom metrics and wall/CPU/wait time (default: 5; "
+        "0: none)",
+    )
+    group.addoption(
+        "--agentbench-columns", metavar="METRICS", default=None,
+        help="the summary table's columns, in order: metric names separated by commas, e.g. "
+        "peak_rss,tokens_per_call,cost_per_call,cpu_per_call,metric.hit_rate",
+    )
+
+
+def _usage_options(config: pytest.Config) -> tuple[dict[str, Any], int, list[Any] | None]:
+    """--agentbench-prices (read), --agentbench-usage-calls and --agentbench-columns (checked)."""
+    prices: dict[str, Any] = {}
+    path = config.getoption("agentbench_prices", None)
+    if path:
+        from ..agents.usage import load_prices
+
+        try:
+            prices = load_prices(path)
+        except OSError as exc:
+            raise pytest.UsageError(f"--agentbench-prices: cannot read {path}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise pytest.UsageError(f"--agentbench-prices: {exc}") from None
+    calls = config.getoption("agentbench_usage_calls", 5)
+    if calls is None or calls < 0:
+        raise pytest.UsageError(f"--agentbench-usage-calls must be >= 0, got {calls}")
+    text = config.getoption("agentbench_columns", None)
+    columns = None
+    if text is not None:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        if not names:
+            raise pytest.UsageError("--agentbench-columns: name at least one metric, e.g. peak_rss,tokens_per_call")
+        try:
+            columns = [metric(name) for name in names]
+        except ValueError as exc:
+            raise pytest.UsageError(f"--agentbench-columns: {exc}") from None
+    return prices, calls, columns
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "slo(p99=..., p95=..., mean=..., ttft=..., max_rss=..., max_rss_delta=..., "
-        "max_allocs_per_call=..., min_throughput=..., max_error_rate=...): budgets an "
+        "max_allocs_per_call=..., min_throughput=..., max_error_rate=..., max_tokens_per_call=..., "
+        "max_cost_per_call=..., metrics={'NAME': '>=x'}): budgets an "
         "agent_benchmark test must meet. Stacked markers (module, class, method) merge; the "
         "nearest wins per keyword.",
     )
     config.addinivalue_line(
         "markers",
-        "agentbench(resources=True, allocs=True, sample_interval=None): what agent_benchmark "
-        "records for this test.",
+        "agentbench(resources=True, allocs=True, sample_interval=None, usage_calls=None): what "
+        "agent_benchmark records for this test.",
     )
     xdist.check_usable(config)
     xdist.keep_benchmarks_on(config)  # before pytest-benchmark's own (trylast) configure
@@ -290,6 +346,7 @@ def _marker_settings(item: pytest.Item, state: AgentBenchSession) -> dict[str, A
         "resources": state.resources,
         "allocs": state.allocs,
         "sample_interval": state.sample_interval,
+        "usage_calls": state.usage_calls,
     }
     marker = item.get_closest_marker("agentbench")
     if marker is None:
@@ -297,9 +354,10 @@ def _marker_settings(item: pytest.Item, state: AgentBenchSession) -> dict[str, A
     unknown = sorted(set(marker.kwargs) - set(settings))
     if marker.args or unknown:
         raise ValueError(
-            "@pytest.mark.agentbench takes resources=, allocs= and sample_interval= only "
-            f"(got {unknown or list(marker.args)})"
+            "@pytest.mark.agentbench takes resources=, allocs=, sample_interval= and usage_calls= "
+            f"only (got {unknown or list(marker.args)})"
         )
+    _marker_usage_calls(marker.kwargs, settings)
     for name in ("resources", "allocs"):
         if name in marker.kwargs:
             value = marker.kwargs[name]
@@ -318,6 +376,16 @@ def _marker_settings(item: pytest.Item, state: AgentBenchSession) -> dict[str, A
             )
         settings["sample_interval"] = interval
     return settings
+
+
+def _marker_usage_calls(kwargs: dict[str, Any], settings: dict[str, Any]) -> None:
+    """@pytest.mark.agentbench(usage_calls=N): this test's counted calls."""
+    if "usage_calls" not in kwargs:
+        return
+    value = kwargs["usage_calls"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"@pytest.mark.agentbench(usage_calls={value!r}): must be an int >= 0")
+    settings["usage_calls"] = value
 
 
 def _unmeasurable(budgets: list, settings: dict[str, Any]) -> list[str]:
@@ -368,7 +436,7 @@ def _settings(request: pytest.FixtureRequest, state: AgentBenchSession) -> Any:
     values = request.node.stash.get(_SETTINGS_KEY, None)
     if values is None:  # an item collected outside this session's hooks
         values = _marker_settings(request.node, state)
-    return FixtureSettings(**values)
+    return FixtureSettings(**values, prices=state.prices)
 
 
 @pytest.fixture
@@ -428,6 +496,19 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
         state.unchecked_budget_tests += unchecked[1]
 
 
+def _unrecorded_custom_gates(state: AgentBenchSession) -> list[tuple[str, str]]:
+    """A gate on a custom metric (metric.NAME) that no benchmark of this run recorded: a typo, or
+    a metric the tests stopped recording; passing it would be a verdict with no evidence."""
+    problems = []
+    for gate in state.gates:
+        if gate.metric.custom and not any(metric_key(r, gate.metric) for r in state.records.values()):
+            recorded = sorted({name for r in state.records.values() for name in r.get(CUSTOM_INFO_KEY) or {}})
+            known = ", ".join(f"metric.{name}" for name in recorded) or "none"
+            problems.append(("this run", f"gate {gate}: no benchmark recorded {gate.metric.name} "
+                                         f"(recorded: {known})"))
+    return problems
+
+
 def _raise_exit_status(session: pytest.Session, status: int) -> None:
     """Set the session's exit status to *status* unless it is already a worse failure."""
     if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and session.exitstatus < status:
@@ -453,7 +534,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state.no_baseline:
         return
     state.not_in_baseline = sum(1 for test in state.records if test not in state.saved)
-    state.baseline_problems = missing_gated_metrics(
+    state.baseline_problems = _unrecorded_custom_gates(state)
+    state.baseline_problems += missing_gated_metrics(
         [gate.metric for gate in state.gates], state.records, state.saved
     )
     try:
@@ -485,6 +567,12 @@ _COLUMNS: list[tuple[str, tuple[str, ...], Any, bool]] = [
 ]
 
 
+#: The standard columns by metric name, for --agentbench-columns to use their header and format.
+_STANDARD_COLUMNS = dict(zip(
+    ("peak_rss", "process_peak_rss", "rss_delta", "cpu_percent", "allocs_per_call", "throughput",
+     "error_rate", "p99", "ttft", "inter_item"), _COLUMNS))
+
+
 def _cell(record: dict[str, Any], keys: tuple[str, ...], fmt: Any) -> str:
     for key in keys:
         value = record.get(key)
@@ -493,16 +581,40 @@ def _cell(record: dict[str, Any], keys: tuple[str, ...], fmt: Any) -> str:
     return "-"
 
 
-def _summary_rows(records: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
+def _summary_rows(records: dict[str, dict[str, Any]],
+                  chosen: list[Metric] | None = None) -> list[tuple[str, ...]]:
     """The table: a header and one row per test; a column that is optional and empty in every row
     (throughput, errors, TTFT, ... in a suite with no load runs or streams) is left out."""
-    cells = [[_cell(record, keys, fmt) for _, keys, fmt, _ in _COLUMNS] for record in records.values()]
-    shown = [i for i, (_, _, _, always) in enumerate(_COLUMNS)
+    columns = _table_columns(records, chosen)
+    cells = [[_cell(record, keys, fmt) for _, keys, fmt, _ in columns] for record in records.values()]
+    shown = [i for i, (_, _, _, always) in enumerate(columns)
              if always or any(row[i] != "-" for row in cells)]
-    rows: list[tuple[str, ...]] = [("Name",) + tuple(_COLUMNS[i][0] for i in shown)]
+    rows: list[tuple[str, ...]] = [("Name",) + tuple(columns[i][0] for i in shown)]
     for name, row in zip(records, cells):
         rows.append((name.split("::", 1)[-1],) + tuple(row[i] for i in shown))
     return rows
+
+
+def _table_columns(records: dict[str, dict[str, Any]],
+                   chosen: list[Metric] | None) -> list[tuple[str, tuple[str, ...], Any, bool]]:
+    """The table's columns: --agentbench-columns (each shown), else the standard ones, then every
+    registry metric shown when present (LLM calls, tokens, cost, ...) and every custom metric a
+    test recorded."""
+    def column(m: Metric, always: bool) -> tuple[str, tuple[str, ...], Any, bool]:
+        if not m.custom:
+            return (m.header or m.name, m.keys, lambda v: m.format(v, label=False), always)
+        # formatted the way the test that recorded it described it
+        record = next((r for r in records.values() if metric_key(r, m)), {})
+        return (m.header, m.keys, resolve_metric(m, record).format, always)
+
+    if chosen is not None:
+        by_name = {metric(name).name: entry for name, entry in _STANDARD_COLUMNS.items()}
+        return [by_name[m.name][:3] + (True,) if m.name in by_name else column(m, True) for m in chosen]
+    columns = list(_COLUMNS)
+    columns += [column(m, False) for m in METRICS.values() if m.column == "present"]
+    recorded = dict.fromkeys(name for r in records.values() for name in r.get(CUSTOM_INFO_KEY) or {})
+    columns += [column(metric("metric." + name), False) for name in recorded]
+    return columns
 
 
 def _plural(count: int, noun: str) -> str:
@@ -579,7 +691,7 @@ def _write_summary(terminalreporter: Any, state: AgentBenchSession) -> None:
     for line, warning in state.xdist.summary_lines():
         terminalreporter.write_line(line, yellow=warning, bold=warning)
     if state.records:
-        rows = _summary_rows(state.records)
+        rows = _summary_rows(state.records, state.columns)
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         terminalreporter.write_sep("-", "agentbench: memory, allocations, throughput")
         for index, row in enumerate(rows):

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .baseline import BaselineError, document_problems, read_document, saved_tests
-from .metrics import Metric, metric, metric_value
+from .metrics import Metric, metric, metric_value, resolve_metric
 from .units import parse_duration, parse_size
 
 __all__ = [
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 _GATE = re.compile(
-    r"^\s*([a-z_0-9]+)\s*:\s*([+-]?)\s*(\d+(?:\.\d+)?)\s*%\s*(?::\s*([a-z_]+)\s*=\s*(\S.*?))?\s*$"
+    r"^\s*([a-z_0-9.]+)\s*:\s*([+-]?)\s*(\d+(?:\.\d+)?)\s*%\s*(?::\s*([a-z_]+)\s*=\s*(\S.*?))?\s*$"
 )
 _EXAMPLE = "e.g. peak_rss:20%, throughput:10% or peak_rss:20%:floor=2MiB"
 
@@ -114,12 +114,12 @@ def _parse_gate(entry: str) -> Gate:
         raise ValueError(f"bad gate {entry!r}: expected METRIC:PERCENT%, {_EXAMPLE}")
     name, sign, number, option, option_value = match.groups()
     m = metric(name)
-    if sign == "-" and not m.higher_is_better:
+    if sign == "-" and not m.higher_is_better and not m.custom:  # custom: direction in the record
         raise ValueError(
             f"{entry.strip()}: a fall in {name} is an improvement; "
             f"write {name}:{number}% to allow {number}% growth"
         )
-    if sign == "+" and m.higher_is_better:
+    if sign == "+" and m.higher_is_better and not m.custom:
         raise ValueError(
             f"{entry.strip()}: a rise in {name} is an improvement; "
             f"write {name}:{number}% to allow a {number}% fall"
@@ -157,6 +157,8 @@ def check_gates(
         if base is None:
             continue
         for gate in gates:
+            if gate.metric.custom:  # its direction is the one the test recorded it with
+                gate = replace(gate, metric=resolve_metric(gate.metric, record))
             try:
                 now_value = metric_value(record, gate.metric)
                 base_value = metric_value(base, gate.metric)

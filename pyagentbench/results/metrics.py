@@ -9,7 +9,8 @@ the SLO budgets, regression gates and reports that read them. Each metric knows 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from .units import format_bytes, format_count, format_duration, format_rate
@@ -21,6 +22,11 @@ __all__ = [
     "metric",
     "metric_value",
     "metric_key",
+    "resolve_metric",
+    "custom_metric",
+    "custom_metric_kind",
+    "CUSTOM_KEY_PREFIX",
+    "CUSTOM_INFO_KEY",
     "number_problem",
     "PEAK_RSS_FLOOR_BYTES",
     "PROCESS_PEAK_RSS_FLOOR_BYTES",
@@ -67,18 +73,30 @@ class Metric:
 
     name: str
     keys: tuple[str, ...]
-    kind: str  # "duration" (s), "size" (bytes), "count", "rate" (per s), "ratio" (0-1), "percent"
+    kind: str  # "duration" (s), "size" (bytes), "count", "rate" (per s), "ratio" (0-1), "percent", "cost"
     higher_is_better: bool = False
     floor: float = 0.0
+    #: Title of its column in the summary table.
+    header: str = ""
+    #: When the summary table shows it unasked: "present" (a test recorded it), "" (only when
+    #: --agentbench-columns names it). The columns the table always showed stay in the plugin.
+    column: str = ""
+    #: A label after a count ("tokens"), or the unit a custom metric was recorded in.
+    unit: str = ""
+    #: A metric a test recorded with agent_benchmark.metric(); its direction and unit are in the
+    #: record (:func:`resolve_metric`).
+    custom: bool = False
 
     @property
     def worse(self) -> str:
         """Which way is a regression, in words: ``"fall"`` or ``"growth"``."""
         return "fall" if self.higher_is_better else "growth"
 
-    def format(self, value: float) -> str:
-        """*value* in the metric's unit, for people."""
-        return _FORMATTERS[self.kind](value)
+    def format(self, value: float, label: bool = True) -> str:
+        """*value* in the metric's unit, for people (``label=False``: without a count's label,
+        for a table whose header names it)."""
+        text = _FORMATTERS[self.kind](value)
+        return f"{text} {self.unit}" if label and self.unit and self.kind == "count" else text
 
 
 _FORMATTERS: dict[str, Callable[[float], str]] = {
@@ -88,6 +106,7 @@ _FORMATTERS: dict[str, Callable[[float], str]] = {
     "rate": lambda v: format_rate(v, "tasks"),
     "ratio": _ratio,
     "percent": _percent,
+    "cost": lambda v: f"{v:.4g}",
 }
 
 METRICS: dict[str, Metric] = {
@@ -109,16 +128,97 @@ METRICS: dict[str, Metric] = {
         Metric("max", ("latency_max_s", "max_s"), "duration"),
         Metric("ttft", ("ttft_s",), "duration"),
         Metric("inter_item", ("inter_item_s",), "duration"),
+        # usage of LLMs and tools, per counted call of the benchmarked function (mean; *_max: max)
+        Metric("llm_calls_per_call", ("llm_calls_per_call",), "count", header="LLM calls",
+               column="present"),
+        Metric("llm_calls_per_call_max", ("llm_calls_per_call_max",), "count"),
+        Metric("tool_calls_per_call", ("tool_calls_per_call",), "count", header="tool calls",
+               column="present"),
+        Metric("tool_calls_per_call_max", ("tool_calls_per_call_max",), "count"),
+        Metric("tokens_per_call", ("tokens_per_call",), "count", unit="tokens", header="tokens/call",
+               column="present"),
+        Metric("tokens_per_call_max", ("tokens_per_call_max",), "count", unit="tokens"),
+        Metric("tokens_in_per_call", ("tokens_in_per_call",), "count", unit="tokens", header="tokens in"),
+        Metric("tokens_in_per_call_max", ("tokens_in_per_call_max",), "count", unit="tokens"),
+        Metric("tokens_out_per_call", ("tokens_out_per_call",), "count", unit="tokens", header="tokens out"),
+        Metric("tokens_out_per_call_max", ("tokens_out_per_call_max",), "count", unit="tokens"),
+        Metric("tokens_saved_per_call", ("tokens_saved_per_call",), "count", unit="tokens", higher_is_better=True,
+               header="tokens saved"),
+        Metric("cost_per_call", ("cost_per_call",), "cost", header="cost/call", column="present"),
+        Metric("cost_per_call_max", ("cost_per_call_max",), "cost"),
+        # where the time of a counted call goes
+        Metric("wall_per_call", ("wall_per_call_s",), "duration", header="wall/call"),
+        Metric("cpu_per_call", ("cpu_per_call_s",), "duration", header="CPU/call"),
+        Metric("wait_per_call", ("wait_per_call_s",), "duration", header="wait/call"),
+        # the cyclic garbage collector over the test's timed runs
+        Metric("gc_collections", ("gc_collections",), "count", header="GC runs"),
+        Metric("gc_pause", ("gc_pause_s",), "duration", header="GC pause"),
+        Metric("gc_pause_max", ("gc_pause_max_s",), "duration"),
     )
 }
 
+#: Prefix of a custom metric's record keys: ``metric.hit_rate`` holds its mean (or its value when
+#: recorded once per test), ``metric.hit_rate.p95`` and so on its statistics over calls.
+CUSTOM_KEY_PREFIX = "metric."
+#: Record key of the custom metrics' descriptions: name -> {"unit", "kind", "better", "per_call",
+#: "calls"}.
+CUSTOM_INFO_KEY = "metric_info"
+_CUSTOM_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+#: Units a custom metric may be recorded in, and the kind each makes it; other units label a count.
+_UNIT_KINDS = {
+    "s": "duration", "ms": "duration", "us": "duration", "µs": "duration", "ns": "duration",
+    "B": "size", "KB": "size", "MB": "size", "GB": "size", "KiB": "size", "MiB": "size",
+    "GiB": "size", "%": "percent", "ratio": "ratio",
+}
+
+
+def custom_metric_kind(unit: str | None) -> str:
+    """The kind a custom metric recorded in *unit* has: durations and sizes are stored in seconds
+    and bytes; ``"%"`` is a percentage, ``"ratio"`` a fraction; any other unit labels a count."""
+    return _UNIT_KINDS.get(unit or "", "count")
+
+
+def custom_metric(name: str, higher_is_better: bool = False, kind: str = "count",
+                  unit: str = "") -> Metric:
+    """The metric a test records as *name* with ``agent_benchmark.metric()``, named
+    ``metric.<name>`` in gates; ValueError for a name that is not lowercase letters, digits and
+    underscores, or that a built-in metric has."""
+    if not isinstance(name, str) or not _CUSTOM_NAME.match(name):
+        raise ValueError(f"a custom metric's name must be lowercase letters, digits and underscores, "
+                         f"starting with a letter or underscore, e.g. 'hit_rate'; got {name!r}")
+    if name in METRICS:
+        raise ValueError(f"{name!r} is a built-in metric; give your own metric another name")
+    label = unit if kind == "count" else ""
+    return Metric(CUSTOM_KEY_PREFIX + name, (CUSTOM_KEY_PREFIX + name,), kind, higher_is_better,
+                  header=name, column="present", unit=label or "", custom=True)
+
+
+def resolve_metric(m: Metric, record: Mapping[str, Any]) -> Metric:
+    """*m* with the direction, kind and unit *record* gives it (a custom metric's, as the test
+    recorded it); a built-in metric as it is."""
+    if not m.custom:
+        return m
+    infos = record.get(CUSTOM_INFO_KEY)
+    info = infos.get(m.header) if isinstance(infos, Mapping) else None
+    if not isinstance(info, Mapping):
+        return m
+    kind = info.get("kind") if info.get("kind") in _FORMATTERS else m.kind
+    unit = info.get("unit") if isinstance(info.get("unit"), str) and kind == "count" else ""
+    return replace(m, higher_is_better=info.get("better") == "higher", kind=kind, unit=unit)
+
 
 def metric(name: str) -> Metric:
-    """The metric called *name*; ValueError listing the known names otherwise."""
+    """The metric called *name*: a built-in one, or ``metric.<name>`` for a custom metric a test
+    records with ``agent_benchmark.metric(name, ...)`` (its direction and unit come from the
+    record, see :func:`resolve_metric`). ValueError listing the known names otherwise."""
     try:
         return METRICS[name]
     except KeyError:
-        raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}") from None
+        pass
+    if isinstance(name, str) and name.startswith(CUSTOM_KEY_PREFIX):
+        return custom_metric(name[len(CUSTOM_KEY_PREFIX):])
+    raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}, or metric.NAME for "
+                     "a metric of your own (agent_benchmark.metric)") from None
 
 
 def number_problem(value: Any) -> str | None:

@@ -3,14 +3,21 @@
 Each keyword names a budget on one metric. Durations take ns, us, µs, ms or s; sizes B, KB, MB,
 GB (powers of 1000) or KiB, MiB, GiB; plain numbers are seconds, bytes or counts. Budgets are
 absolute limits: unlike regression gates they have no floor, since nothing is compared.
+
+Usage budgets (``max_tokens_per_call``, ``max_llm_calls_per_call``, ``max_cost_per_call``, ...)
+bound the largest counted call, not the mean: every call must fit. ``metrics={"hit_rate": ">=0.9",
+"retries": "<=2"}`` budgets custom metrics (their mean over the counted calls, or their value
+when recorded once per test); the operator says which bound it is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import re
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
-from .metrics import Metric, metric, metric_value
+from .metrics import Metric, custom_metric, custom_metric_kind, metric, metric_value, resolve_metric
 from .units import parse_duration, parse_size
 
 __all__ = ["Budget", "BUDGETS", "merge_markers", "parse_budgets", "check_budgets"]
@@ -32,7 +39,24 @@ BUDGETS: dict[str, tuple[str, str]] = {
     "max_cpu_percent": ("cpu_percent", "max"),
     "min_throughput": ("throughput", "min"),
     "max_error_rate": ("error_rate", "max"),
+    # usage: the largest counted call
+    "max_llm_calls_per_call": ("llm_calls_per_call_max", "max"),
+    "max_tool_calls_per_call": ("tool_calls_per_call_max", "max"),
+    "max_tokens_per_call": ("tokens_per_call_max", "max"),
+    "max_tokens_in_per_call": ("tokens_in_per_call_max", "max"),
+    "max_tokens_out_per_call": ("tokens_out_per_call_max", "max"),
+    "max_cost_per_call": ("cost_per_call_max", "max"),
+    # where the time goes (means over the counted calls) and the garbage collector (per test)
+    "max_wall_per_call": ("wall_per_call", "max"),
+    "max_cpu_per_call": ("cpu_per_call", "max"),
+    "max_wait_per_call": ("wait_per_call", "max"),
+    "max_gc_pause": ("gc_pause", "max"),
+    "max_gc_pause_once": ("gc_pause_max", "max"),
+    "max_gc_collections": ("gc_collections", "max"),
 }
+#: The keyword of custom metric budgets: ``metrics={"hit_rate": ">=0.9"}``.
+CUSTOM_BUDGETS = "metrics"
+_CUSTOM_LIMIT = re.compile(r"^\s*(<=|>=)\s*(.+?)\s*$")
 
 
 @dataclass(frozen=True)
@@ -44,6 +68,8 @@ class Budget:
     bound: str
     limit: float
     text: str  # the limit as the user wrote it
+    #: A custom metric's budget: the kind its limit was written in ("" for a plain number).
+    limit_kind: str = ""
 
     def broken_by(self, value: float) -> bool:
         return value > self.limit if self.bound == "max" else value < self.limit
@@ -63,11 +89,44 @@ class Budget:
 _BASE_UNITS = {"size": " B", "duration": " s"}
 
 
+def _custom_budget(name: str, text: Any) -> Budget:
+    """``metrics={name: ">=0.9"}``: one budget on a custom metric."""
+    where = f"@pytest.mark.slo(metrics={{{name!r}: {text!r}}})"
+    try:
+        m = custom_metric(name)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    match = _CUSTOM_LIMIT.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"{where}: write the bound and the limit, e.g. '>=0.9' or '<=200ms'")
+    operator, number = match.groups()
+    unit = re.sub(r"^[+-]?[\d.eE+-]*\d\.?\s*", "", number)
+    kind = custom_metric_kind(unit) if unit else ""
+    try:
+        if kind == "duration":
+            limit = parse_duration(number)
+        elif kind == "size":
+            limit = parse_size(number)
+        else:
+            limit = float(number[: len(number) - len(unit)] if unit else number)
+            if not math.isfinite(limit):
+                raise ValueError(f"the limit must be a finite number, got {number!r}")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return Budget(f"metrics[{name!r}]", m, "max" if operator == "<=" else "min", limit, text.strip(),
+                  limit_kind=kind)
+
+
 def _parse_limit(keyword: str, m: Metric, value: Any) -> float:
     if m.kind == "duration":
         return parse_duration(value)
     if m.kind == "size":
         return parse_size(value)
+    if m.kind == "cost" and isinstance(value, str):  # "0.002": a decimal written exactly
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"must be a number, e.g. '0.002', got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"must be a number, not {type(value).__name__}")
     if value < 0:
@@ -102,9 +161,16 @@ def parse_budgets(args: tuple, kwargs: Mapping[str, Any]) -> list[Budget]:
         raise ValueError("@pytest.mark.slo needs at least one budget, e.g. slo(p99='200ms')")
     budgets = []
     for keyword, value in kwargs.items():
+        if keyword == CUSTOM_BUDGETS and value is not None:
+            if not isinstance(value, Mapping) or not value:
+                raise ValueError("@pytest.mark.slo(metrics=...) takes a dict of custom metric "
+                                 "budgets, e.g. metrics={'hit_rate': '>=0.9'}")
+            budgets += [_custom_budget(name, text) for name, text in value.items()]
+            continue
         if keyword not in BUDGETS:
             raise ValueError(
-                f"@pytest.mark.slo: unknown budget {keyword!r}; known: {', '.join(BUDGETS)}"
+                f"@pytest.mark.slo: unknown budget {keyword!r}; known: {', '.join(BUDGETS)}, "
+                f"{CUSTOM_BUDGETS}"
             )
         if value is None:  # lifts a budget a class or module marker set: no budget here
             continue
@@ -125,6 +191,14 @@ def check_budgets(budgets: list[Budget], record: Mapping[str, Any]) -> tuple[lis
         value = metric_value(record, budget.metric)
         if value is None:
             unmeasured.append(budget)
-        elif budget.broken_by(value):
+            continue
+        if budget.metric.custom:
+            budget = replace(budget, metric=resolve_metric(budget.metric, record))
+            if budget.limit_kind and budget.limit_kind != budget.metric.kind:
+                broken.append(f"SLO budget {budget.keyword}={budget.text!r} cannot be checked: the "
+                              f"test records {budget.metric.header} as a {budget.metric.kind}, not "
+                              f"a {budget.limit_kind}")
+                continue
+        if budget.broken_by(value):
             broken.append(budget.message(value))
     return broken, unmeasured

@@ -479,7 +479,7 @@ def test_zero_percent_gate_fails_on_any_growth(pytester, monkeypatch):
         ('@pytest.mark.agentbench(sample_interval="50us")\ndef test_x(agent_benchmark):\n    agent_benchmark(len, ())',
          "*@pytest.mark.agentbench(sample_interval='50us'): must be from 100us to 10s*"),
         ('@pytest.mark.agentbench(color=True)\ndef test_x(agent_benchmark):\n    agent_benchmark(len, ())',
-         "*@pytest.mark.agentbench takes resources=, allocs= and sample_interval= only*"),
+         "*@pytest.mark.agentbench takes resources=, allocs=, sample_interval= and usage_calls= only*"),
     ],
 )
 def test_markers_are_checked_at_collection(pytester, source, message):

@@ -73,7 +73,7 @@ def test_zero_percent_fails_on_any_worsening_beyond_the_floor():
 
 
 def test_every_metric_knows_which_way_is_worse():
-    assert {name for name, m in METRICS.items() if m.higher_is_better} == {"throughput"}
+    assert {name for name, m in METRICS.items() if m.higher_is_better} == {"throughput", "tokens_saved_per_call"}
     for name in ("ttft", "inter_item", "process_peak_rss", "error_rate", "cpu_percent"):
         g = gate(f"{name}:10%:floor=0")
         assert g.fails(1.0, 1.2) and not g.fails(1.0, 0.5), name
