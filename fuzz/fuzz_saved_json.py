@@ -51,7 +51,8 @@ GATES = [compare.Gate(m, 10.0, m.floor) for m in metrics.METRICS.values()]
 METRICS = list(metrics.METRICS.values())
 STATS = baseline.NUMERIC_STATS
 RECORD_KEYS = [key for m in METRICS for key in m.keys]
-TMP = tempfile.mkdtemp(prefix="fuzz-saved-json-")
+#: Each input is written to a file and read back: in memory where Linux offers it.
+TMP = tempfile.mkdtemp(prefix="fuzz-saved-json-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
 FILE = os.path.join(TMP, "run.json")
 
 
