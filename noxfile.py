@@ -124,8 +124,9 @@ def sanitizer(session: nox.Session) -> None:
 FUZZ_SECONDS = 30
 
 
-# atheris has Linux wheels for every supported CPython, not all in its newest release (pip picks:
-# 2.3.0 for 3.9 and 3.10, 3.0.0 for 3.11, 3.1.0 for 3.12 and 3.13). .ci/run runs this session on
+# atheris has Linux wheels for every supported CPython, not all in its newest release: with
+# --only-binary pip picks 2.3.0 for 3.9 and 3.10, 3.0.0 for 3.11, 3.1.0 for 3.12 and 3.13 (without
+# it, pip tries to build the newest from source, which needs clang). .ci/run runs this session on
 # its own interpreter only (fuzz-3.11 there), to keep the stage under 4 minutes.
 @nox.session(python=PYTHONS)
 def fuzz(session: nox.Session) -> None:
@@ -136,7 +137,7 @@ def fuzz(session: nox.Session) -> None:
     hang (an input running past 10 s), an exception the code does not document, or a divergence
     from a stateful model fails the session. See docs/hardening.md."""
     session.env["PYAGENTBENCH_WERROR"] = "1"
-    session.install("-e", ".[test]", "atheris")
+    session.install("--only-binary=atheris", "-e", ".[test]", "atheris")
     out = Path(session.virtualenv.location) / "fuzz-run"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
