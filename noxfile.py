@@ -4,8 +4,10 @@
                           is skipped with a line that says so
     nox -s tests-3.12     one of them
     nox -s sanitizer      the suite against an -fsanitize=address,undefined build of the extension
+    nox -s fuzz-3.11      each atheris fuzz target in fuzz/ for 30 s, and the stateful tests for
+                          10,000+ steps each (`nox -s fuzz-3.11 -- --seconds 600` fuzzes longer)
 
-Each session builds the extension with warnings as errors (PYAGENTBENCH_WERROR=1) and runs
+Each test session builds the extension with warnings as errors (PYAGENTBENCH_WERROR=1) and runs
 `python -m pytest tests -n 2`; arguments after `--` go to pytest. nox finds an interpreter as
 `python3.X` on PATH; .ci/run puts pyenv's versions there. Nothing is downloaded but packages from
 the package index.
@@ -116,3 +118,52 @@ def sanitizer(session: nox.Session) -> None:
     if failed is not None:
         session.error(f"the test suite failed under the sanitizer build: {failed}")
     session.log("no sanitizer report")
+
+
+#: Seconds each fuzz target runs in CI.
+FUZZ_SECONDS = 30
+
+
+# atheris has Linux wheels for every supported CPython, not all in its newest release: with
+# --only-binary pip picks 2.3.0 for 3.9 and 3.10, 3.0.0 for 3.11, 3.1.0 for 3.12 and 3.13 (without
+# it, pip tries to build the newest from source, which needs clang). .ci/run runs this session on
+# its own interpreter only (fuzz-3.11 there), to keep the stage under 4 minutes.
+@nox.session(python=PYTHONS)
+def fuzz(session: nox.Session) -> None:
+    """The fuzz targets (fuzz/fuzz_*.py, two at a time, FUZZ_SECONDS each) and the stateful tests
+    with their long profile (>= 10,000 steps per machine).
+
+    Arguments after `--` go to fuzz/run.py: `--seconds 600`, `--jobs 1`, target names. A crash, a
+    hang (an input running past 10 s), an exception the code does not document, or a divergence
+    from a stateful model fails the session. See docs/hardening.md."""
+    session.env["PYAGENTBENCH_WERROR"] = "1"
+    # Only what the targets and the stateful tests import: the whole test extra (IPython, a
+    # notebook kernel, ...) would double the stage's install time.
+    session.install("--only-binary=atheris", "-e", ".", "atheris", "hypothesis>=6")
+    out = Path(session.virtualenv.location) / "fuzz-run"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    # The stateful tests run beside the fuzzers (each fuzzer runs for a fixed time, so sharing the
+    # cores costs it executions, not wall time); their output is printed once they end.
+    stateful_log = out / "stateful.log"
+    with open(stateful_log, "w") as log:
+        stateful = subprocess.Popen(
+            [str(Path(session.bin) / "python"), "-m", "pytest", "tests/runtime/test_stateful.py",
+             "-p", "no:cacheprovider", "-q", "-s"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={key: value for key, value in {**os.environ, **session.env}.items() if value is not None}
+            | {"PYAGENTBENCH_STATEFUL_PROFILE": "long"})
+    failed = None
+    try:
+        args = list(session.posargs) or ["--seconds", str(FUZZ_SECONDS)]
+        session.run("python", "fuzz/run.py", "--jobs", "2", "--out", str(out), *args)
+    except nox.command.CommandFailed as exc:
+        failed = f"a fuzz target failed: {exc}"
+    finally:
+        returncode = stateful.wait()
+    print("---- stateful tests (PYAGENTBENCH_STATEFUL_PROFILE=long) ----")
+    print(stateful_log.read_text(errors="replace"))
+    if returncode != 0:
+        failed = (failed + "; " if failed else "") + f"the stateful tests failed (exit {returncode})"
+    if failed:
+        session.error(failed)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .metrics import EXTRA_INFO_KEY, Metric, metric_key, number_problem
+from .metrics import EXTRA_INFO_KEY, Metric, metric_key, number_problem, short_repr
 
 __all__ = [
     "BaselineError",
@@ -112,7 +112,7 @@ def entry_problems(entry: Any, index: int, metrics: Iterable[Metric]) -> list[st
         return [f"{label} is {_kind(entry)}, expected an object"]
     fullname = entry.get("fullname")
     if "fullname" not in entry:
-        return [f"{label} (name {entry.get('name')!r}) has no 'fullname'"]
+        return [f"{label} (name {short_repr(entry.get('name'))}) has no 'fullname'"]
     if not isinstance(fullname, str):
         return [f"{label}: 'fullname' is {_kind(fullname)}, expected a string"]
     problems = []

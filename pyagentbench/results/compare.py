@@ -124,6 +124,8 @@ def _parse_gate(entry: str) -> Gate:
             f"{entry.strip()}: a rise in {name} is an improvement; "
             f"write {name}:{number}% to allow a {number}% fall"
         )
+    if not math.isfinite(float(number)):  # digits past a float's range
+        raise ValueError(f"bad gate {entry!r}: the percentage must be a finite number, {_EXAMPLE}")
     if option is None:
         return Gate(m, float(number), m.floor)
     if option != "floor":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
@@ -28,6 +29,7 @@ __all__ = [
     "CUSTOM_KEY_PREFIX",
     "CUSTOM_INFO_KEY",
     "number_problem",
+    "short_repr",
     "PEAK_RSS_FLOOR_BYTES",
     "PROCESS_PEAK_RSS_FLOOR_BYTES",
     "RSS_DELTA_FLOOR_BYTES",
@@ -233,15 +235,36 @@ def number_problem(value: Any) -> str | None:
         try:
             float(value)
         except OverflowError:
-            return f"is a {len(str(abs(value)))}-digit integer, too large for a float"
+            return f"is a {_digits(value)}-digit integer, too large for a float"
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else f"is {value!r}, not a finite number"
     kinds = {str: "a string", list: "a list", dict: "an object", type(None): "null"}
-    shown = repr(value)
+    shown = short_repr(value)
     if len(shown) > 40:
         shown = shown[:37] + "..."
     return f"is {kinds.get(type(value), type(value).__name__)} ({shown}), not a number"
+
+
+def _digits(value: int) -> int:
+    """How many decimal digits abs(value) has, without str() (refused past 4300 digits)."""
+    value = abs(value)
+    digits = int(value.bit_length() * math.log10(2)) + 1
+    return digits - 1 if digits > 1 and value < 10 ** (digits - 1) else digits
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 80
+
+
+def short_repr(value: Any) -> str:
+    """repr() of a value read from a file, for a message: bounded in length and in depth, so a
+    50 MB string or a list nested 100000 deep gives a short line, not a huge one or a
+    RecursionError."""
+    try:
+        return _SHORT_REPR.repr(value)
+    except (ValueError, RecursionError):  # e.g. an int too long for str() inside a list
+        return f"<{type(value).__name__}>"
 
 
 def metric_value(record: Mapping[str, Any], m: Metric) -> float | None:

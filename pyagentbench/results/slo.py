@@ -17,7 +17,15 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
-from .metrics import Metric, custom_metric, custom_metric_kind, metric, metric_value, resolve_metric
+from .metrics import (
+    Metric,
+    custom_metric,
+    custom_metric_kind,
+    metric,
+    metric_value,
+    resolve_metric,
+    short_repr,
+)
 from .units import parse_duration, parse_size
 
 __all__ = ["Budget", "BUDGETS", "merge_markers", "parse_budgets", "check_budgets"]
@@ -129,11 +137,17 @@ def _parse_limit(keyword: str, m: Metric, value: Any) -> float:
             raise ValueError(f"must be a number, e.g. '0.002', got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"must be a number, not {type(value).__name__}")
-    if value < 0:
+    try:
+        limit = float(value)
+    except OverflowError:  # an int past a float's range
+        raise ValueError(f"must be a finite number, got an integer of {value.bit_length()} bits") from None
+    if not math.isfinite(limit):
+        raise ValueError(f"must be a finite number, got {value!r}")
+    if limit < 0:
         raise ValueError(f"must be >= 0, got {value!r}")
-    if m.kind == "ratio" and value > 1:
+    if m.kind == "ratio" and limit > 1:
         raise ValueError(f"is a fraction from 0 to 1, got {value!r}")
-    return float(value)
+    return limit
 
 
 def merge_markers(markers: Iterable[tuple[tuple, Mapping[str, Any]]]) -> tuple[tuple, dict[str, Any]]:
@@ -179,7 +193,7 @@ def parse_budgets(args: tuple, kwargs: Mapping[str, Any]) -> list[Budget]:
         try:
             limit = _parse_limit(keyword, m, value)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"@pytest.mark.slo({keyword}={value!r}): {exc}") from None
+            raise ValueError(f"@pytest.mark.slo({keyword}={short_repr(value)}): {exc}") from None
         budgets.append(Budget(keyword, m, bound, limit, str(value)))
     return budgets
 

@@ -39,12 +39,19 @@ def _split(text: str, what: str) -> tuple[float, str]:
     return float(match.group(1)), match.group(2)
 
 
+def _as_float(value: int | float, what: str) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an int past a float's range
+        raise ValueError(f"a {what} must be finite, got an integer of {value.bit_length()} bits") from None
+
+
 def parse_duration(value: str | float | int) -> float:
     """Return *value* in seconds: ``"200ms"`` -> 0.2; a plain number is seconds."""
     if isinstance(value, bool):
         raise TypeError("a duration must be a number or a string such as '200ms', not bool")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        seconds = _as_float(value, "duration")
     elif isinstance(value, str):
         number, unit = _split(value, "duration")
         if unit and unit not in _DURATION_UNITS:
@@ -65,7 +72,7 @@ def parse_size(value: str | float | int) -> float:
     if isinstance(value, bool):
         raise TypeError("a size must be a number or a string such as '50MB', not bool")
     if isinstance(value, (int, float)):
-        size = float(value)
+        size = _as_float(value, "size")
     elif isinstance(value, str):
         number, unit = _split(value, "size")
         if unit and unit.lower() not in _SIZE_UNITS:
