@@ -196,6 +196,7 @@ class _Plot:
         self.xlo, self.xhi, self.ylo, self.yhi = xlo, xhi, ylo, yhi
         self.xfmt, self.yfmt = xfmt, yfmt
         self.parts: list[str] = []
+        self.notes: list[tuple[str, str]] = []  # (class, text) shown under the plot
         self.marks = 0
 
     def x(self, v: float) -> float:
@@ -224,14 +225,8 @@ class _Plot:
         """A vertical line at x=value labelled above the plot (labels stagger in three rows); a
         value beyond the axis is named at its edge, with an arrow."""
         if not self.xlo <= value <= self.xhi:
-            right = value > self.xhi
-            row = self.marks % 3
-            self.marks += 1
-            xx = W - RIGHT if right else LEFT
-            text = f"{label} \u2192" if right else f"\u2190 {label}"
-            self.parts.append(f'<g class="{cls} off"><title>{_e(label)}, beyond the axis</title>'
-                              f'<text x="{xx}" y="{12 + row * 11}" text-anchor='
-                              f'"{"end" if right else "start"}">{_e(text)}</text></g>')
+            side = "\u2192 right of" if value > self.xhi else "\u2190 left of"
+            self.notes.append((cls, f"{label}: {side} the axis"))
             return
         xx = self.x(value)
         row = self.marks % 3
@@ -257,7 +252,9 @@ class _Plot:
         unit = f" (y: {self.ylabel})" if self.ylabel else ""
         return (f'<figure class="plot" data-plot="{_e(self.kind)}"><figcaption>{_e(self.title)}'
                 f'{_e(unit)}</figcaption><svg viewBox="0 0 {W} {H}" role="img" aria-label="{_e(desc)}">'
-                f'<desc>{_e(desc)}</desc>{"".join(self.parts)}</svg></figure>')
+                f'<desc>{_e(desc)}</desc>{"".join(self.parts)}</svg>'
+                + "".join(f'<p class="note {_e(c)}">{_e(t)}</p>' for c, t in self.notes)
+                + '</figure>')
 
 
 def _polyline(points: Iterable[tuple[float, float]]) -> str:
@@ -308,13 +305,20 @@ def _time_plot(b: BenchmarkResult) -> str:
     marks = _percentiles(b, times)
     budgets = _budget_lines(b, {"p50", "p95", "p99", "mean", "max"})
     if times:
-        lo, hi = min(times), max(times)
-        xhi = max([hi] + [v for _, v in marks])
+        ordered = sorted(times)
+        lo, hi = ordered[0], ordered[-1]
+        # The axis ends at Tukey's far-out fence (the upper quartile plus three interquartile
+        # ranges) or a marked value beyond it: a few slow rounds must not squeeze the rest into
+        # one bar. Rounds past it are counted in a note under the plot.
+        q1, q3 = _nearest_rank(ordered, 25), _nearest_rank(ordered, 75)
+        xhi = max([min(hi, q3 + 3 * (q3 - q1))] + [v for _, v in marks])
         xlo = min([lo] + [v for _, v in marks])
+        beyond = sum(1 for t in times if t > xhi)
         width = (xhi - xlo) / HISTOGRAM_BINS or 1.0
         counts = [0] * HISTOGRAM_BINS
         for t in times:
-            counts[min(HISTOGRAM_BINS - 1, int((t - xlo) / width))] += 1
+            if t <= xhi:
+                counts[min(HISTOGRAM_BINS - 1, int((t - xlo) / width))] += 1
         top = max(counts)
         plot = _Plot(f"Time per call: {len(times)} rounds", xlo, xlo + width * HISTOGRAM_BINS, 0,
                      top * 1.05, _dur_fmt(xhi), lambda v: f"{v:.0f}", "time-histogram", "rounds")
@@ -327,6 +331,10 @@ def _time_plot(b: BenchmarkResult) -> str:
                                   f'<title>{c} rounds</title></rect>')
         desc = (f"Histogram of the time per call of {len(times)} rounds, from "
                 f"{format_duration(lo)} to {format_duration(hi)}")
+        if beyond:
+            plot.notes.append(("beyond", f"{beyond} round{'s' if beyond != 1 else ''} from "
+                               f"{format_duration(min(t for t in times if t > xhi))} to "
+                               f"{format_duration(hi)}: \u2192 right of the axis"))
     else:
         quant = [(k, _stat(b, k)) for k in ("min", "q1", "median", "q3", "max")]
         have = {k: v for k, v in quant if v is not None}
@@ -536,6 +544,7 @@ svg .budget text{fill:var(--bad)}
 svg .regressed text{fill:var(--bad);font-weight:700}svg .improved text{fill:var(--good)}
 svg .sym{font-size:14px}
 ul.verdicts{padding-left:1.2rem}
+p.note{margin:.1rem 0;font-size:.85rem}p.note.budget{color:var(--bad)}
 @media (max-width:600px){body{padding:.5rem;font-size:14px}th,td{padding:.25rem .35rem}
  .plots{grid-template-columns:1fr}}
 """
