@@ -207,19 +207,14 @@ class _Plot:
 
     def axes(self, xticks: Iterable[tuple[float, str]] | None = None) -> None:
         p = self.parts
-        p.append(f'<line class="ax" x1="{LEFT}" y1="{H - BOTTOM}" x2="{W - RIGHT}" y2="{H - BOTTOM}"/>')
-        p.append(f'<line class="ax" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{H - BOTTOM}"/>')
-        for v in _ticks(self.ylo, self.yhi):
-            yy = self.y(v)
-            p.append(f'<line class="grid" x1="{LEFT}" y1="{yy:.0f}" x2="{W - RIGHT}" y2="{yy:.0f}"/>'
-                     f'<text class="tk" x="{LEFT - 4}" y="{yy + 4:.0f}" text-anchor="end">'
-                     f'{_e(self.yfmt(v))}</text>')
+        p.append(f'<path class="ax" d="M{LEFT} {TOP}V{H - BOTTOM}H{W - RIGHT}"/>')
+        for v in _ticks(self.ylo, self.yhi, 3 if self.kind == "trend" else 4):
+            yy = round(self.y(v))
+            p.append(f'<path class="grid" d="M{LEFT} {yy}H{W - RIGHT}"/>'
+                     f'<text class="tk e" x="{LEFT - 4}" y="{yy + 4}">{_e(self.yfmt(v))}</text>')
         shown = list(xticks) if xticks is not None else [(v, self.xfmt(v)) for v in _ticks(self.xlo, self.xhi)]
         for v, label in shown:
-            xx = self.x(v)
-            p.append(f'<line class="ax" x1="{xx:.0f}" y1="{H - BOTTOM}" x2="{xx:.0f}" y2="{H - BOTTOM + 4}"/>'
-                     f'<text class="tk" x="{xx:.0f}" y="{H - BOTTOM + 16}" text-anchor="middle">'
-                     f'{_e(label)}</text>')
+            p.append(f'<text class="tk m" x="{round(self.x(v))}" y="{H - BOTTOM + 15}">{_e(label)}</text>')
 
     def vmark(self, value: float, label: str, cls: str) -> None:
         """A vertical line at x=value labelled above the plot (labels stagger in three rows); a
@@ -379,8 +374,8 @@ def _rss_plot(b: BenchmarkResult) -> str:
         return ""
     start = points[0][1]
     lines = []
-    for limit, label in _budget_lines(b, {"peak_rss"}):
-        lines.append((start + limit, label))
+    for limit, label in _budget_lines(b, {"peak_rss"}):  # the test's own peak: above the start
+        lines.append((start + limit, f"{label}: RSS {format_bytes(start + limit)}"))
     for limit, label in _budget_lines(b, {"process_peak_rss"}):
         lines.append((limit, label))
     lo = min(min(r for _, r in points), *(v for v, _ in lines)) if lines else min(r for _, r in points)
@@ -477,18 +472,18 @@ def _trend_plot(fullname: str, key: str, runs: Sequence[Run], labels: Sequence[s
     def fmt(v: float) -> str:
         return _format_key(key, v)
 
-    plot = _Plot(f"{key} across {len(runs)} runs", -0.5, len(runs) - 0.5,
+    plot = _Plot(f"{key} across {len(runs)} runs (x: run number)", -0.5, len(runs) - 0.5,
                  min(lo - pad, 0.0) if lo >= 0 and lo - pad < 0 else lo - pad, hi + pad,
                  str, fmt, "trend")
-    step = max(1, math.ceil(len(runs) / 6))
-    plot.axes([(i, labels[i]) for i in range(0, len(runs), step)])
+    step = max(1, math.ceil(len(runs) / 10))
+    plot.axes([(i, str(i + 1)) for i in range(0, len(runs), step)])  # run numbers: see the legend
     plot.parts.append(f'<path class="line" d="{_polyline((plot.x(i), plot.y(v)) for i, v in points)}"/>')
     for i, v in points:
         change = marks.get(i)
         text = f"{labels[i]}: {fmt(v)}"
         if change is None:
-            plot.parts.append(f'<circle class="dot" cx="{plot.x(i):.1f}" cy="{plot.y(v):.1f}" r="3">'
-                              f'<title>{_e(text)}</title></circle>')
+            plot.parts.append(f'<circle class="dot" cx="{plot.x(i):.0f}" cy="{plot.y(v):.0f}" r="3">'
+                              f'<title>{_e(fmt(v))}</title></circle>')
             continue
         word = "regressed" if change.verdict == "regressed" else "improved"
         pct = "from 0" if change.change_percent is None else f"{change.change_percent:+.1f}%"
@@ -500,7 +495,7 @@ def _trend_plot(fullname: str, key: str, runs: Sequence[Run], labels: Sequence[s
             f'text-anchor="middle">{word} {pct}</text></g>')
     for limit, label in budgets:
         plot.hmark(limit, label, "budget")
-    return plot.svg(f"{key} of each run, oldest first" + "".join(
+    return plot.svg(f"{key} of each run" + "".join(
         f"; {labels[i]}: {c.verdict}" for i, c in sorted(marks.items())))
 
 
@@ -531,7 +526,7 @@ section.bench{border-top:2px solid var(--line);margin-top:1.5rem}
 figure{margin:0}figcaption{font-weight:600;font-size:.9rem}
 svg{width:100%;height:auto;display:block}
 svg text{font:11px system-ui,sans-serif;fill:var(--fg)}
-svg .tk{fill:var(--muted)}
+svg .tk{fill:var(--muted)}svg .e{text-anchor:end}svg .m{text-anchor:middle}
 svg .ax{stroke:#777}svg .grid{stroke:#e4e4e4}
 svg .bar{fill:#8fa9d6;stroke:#3d5f9c}
 svg .box{fill:#c9d6ee;stroke:#3d5f9c}svg .whisker{stroke:#3d5f9c;stroke-width:2}
@@ -780,7 +775,9 @@ def render_html(runs: Sequence[Run], baseline: Run | None = None,
     if machine:
         out.append(f"<li>Machine: {_e(machine)}</li>")
     if len(runs) > 1:
-        out.append(f"<li>Trends over {len(runs)} runs: {', '.join(_e(r.source) for r in runs)}</li>")
+        legend = "".join(f"<li>{i + 1}: {_e(labels[i])} <code>{_e(r.source)}</code></li>"
+                         for i, r in enumerate(runs))
+        out.append(f'<li>Trends over {len(runs)} runs, oldest first:<ol class="runs">{legend}</ol></li>')
     if baseline is not None:
         out.append(f"<li>Baseline: <code>{_e(baseline.source)}</code></li>")
     out.append("</ul>")
