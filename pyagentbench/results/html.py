@@ -527,7 +527,7 @@ figure{margin:0}figcaption{font-weight:600;font-size:.9rem}
 svg{width:100%;height:auto;display:block}
 svg text{font:11px system-ui,sans-serif;fill:var(--fg)}
 svg .tk{fill:var(--muted)}svg .e{text-anchor:end}svg .m{text-anchor:middle}
-svg .ax{stroke:#777}svg .grid{stroke:#e4e4e4}
+svg path{fill:none}svg .ax{stroke:#777}svg .grid{stroke:#e4e4e4}
 svg .bar{fill:#8fa9d6;stroke:#3d5f9c}
 svg .box{fill:#c9d6ee;stroke:#3d5f9c}svg .whisker{stroke:#3d5f9c;stroke-width:2}
 svg .line{fill:none;stroke:var(--accent);stroke-width:1.6}
