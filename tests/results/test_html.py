@@ -217,3 +217,21 @@ def test_five_runs_of_trends_add_about_a_kilobyte_per_chart():
 def test_no_runs_is_an_error():
     with pytest.raises(ValueError, match="at least one run"):
         render_html([])
+
+
+def test_pygal_charts_would_fetch_a_script_and_weigh_more_than_ours():
+    """Why the plots are drawn here (docs/html-report.md): pygal's SVG references a tooltip
+    script on a CDN, and its histogram of two bars and its 512-point line are 17 KB and 150 KB."""
+    pygal = pytest.importorskip("pygal")
+    histogram = pygal.Histogram()
+    histogram.add("rounds", [(10, 0.001, 0.0011), (5, 0.0019, 0.002)])
+    svg = histogram.render(is_unicode=True)
+    assert re.search(r"<script[^>]+https://[^\"]+\.js", svg)
+    line = pygal.XY()
+    line.add("rss", [(i * 0.01, 50 + i % 7) for i in range(512)])
+    assert len(svg) > 15_000 and len(line.render(is_unicode=True)) > 100_000
+    ours = page_of(entry("t.py::test_a", {"rss_timeline": {
+        "t_s": [i * 0.01 for i in range(512)], "rss_bytes": [(50 + i % 7) * MiB for i in range(512)]}},
+        data=[0.001] * 10 + [0.0019] * 5))
+    assert len(figure(ours, "time-histogram")) < 5_000
+    assert len(figure(ours, "rss-timeline")) < 20_000

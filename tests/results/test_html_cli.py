@@ -98,7 +98,9 @@ def test_a_file_not_ours_is_not_replaced(project: Path):
     assert (project / "notes.html").read_text() == "<p>my notes</p>"
     # An earlier report is replaced.
     assert command(project, "report", "--html", "again.html", "1").returncode == 0
-    assert command(project, "report", "--html", "again.html", "1").returncode == 0
+    again = command(project, "report", "--html", "again.html", "1", "-o", "again.md")
+    assert again.returncode == 0
+    assert (project / "again.md").read_text().startswith("<!-- pyagentbench report -->")
 
 
 def test_the_plugin_writes_the_page_with_the_rounds(project: Path):
