@@ -27,7 +27,7 @@ import html
 import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .metrics import METRICS, Metric, metric_value, number_problem
+from .metrics import METRICS, metric_value, number_problem
 from .report import BenchmarkResult, Run, _date, _display_names, _machine
 from .units import format_bytes, format_count, format_duration, format_rate
 from .verdicts import FAILED, MET, MISSED, Change

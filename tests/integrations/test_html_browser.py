@@ -85,10 +85,10 @@ class Visit:
                  screenshot: Path | None = None, width: int = 1280) -> None:
         net_log = folder / f"{page.stem}-{width}.netlog.json"
         profile = folder / f"profile-{page.stem}-{width}"
-        what = [f"--screenshot={screenshot}", f"--window-size={width},2400"] if screenshot \
-            else ["--dump-dom"]
+        what = [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
         done = subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}",
-                               f"--log-net-log={net_log}", *what, page.as_uri() + fragment],
+                               f"--log-net-log={net_log}", f"--window-size={width},2400", *what,
+                               page.as_uri() + fragment],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
         self.dom = done.stdout
@@ -179,6 +179,38 @@ def test_the_summary_table_sorts_in_the_browser(browser: str, reports: Path):
     assert p50 == sorted(p50, reverse=True) and len(p50) == 4
     assert rows[0][0] in ("test_load", "test_memory")  # milliseconds, not microseconds
     assert 'aria-sort="descending"' in seen.dom
+
+
+#: Appended to a copy of the page: clicks the p50 header twice (ascending, then descending), lays
+#: the page out WIDTH px wide (a headless window is at least 500 px wide, so a phone's 375 px is
+#: set on the page; the phone layout's media query, up to 600 px, applies at both) and writes the
+#: right edge of the rightmost element (what a box that scrolls sideways holds left out), for the
+#: DOM dump to show.
+PROBE = """<script>
+var button = document.querySelector('th[data-col="p50"] button'); button.click(); button.click();
+document.documentElement.style.width = 'WIDTHpx';
+var right = 0;
+document.querySelectorAll('body *').forEach(function (e) {
+  var box = e.parentElement && e.parentElement.closest('.scroll');
+  if (!box) right = Math.max(right, e.getBoundingClientRect().right);
+});
+document.body.setAttribute('data-right', Math.ceil(right));
+</script></body>"""
+
+
+@pytest.mark.parametrize("width", [1280, 375])
+def test_header_clicks_sort_and_the_page_fits_the_width(browser: str, reports: Path, width: int):
+    probe = reports / f"probe-{width}.html"
+    probe.write_text((reports / "cli.html").read_text().replace("</body>",
+                                                                 PROBE.replace("WIDTH", str(width))))
+    seen = Visit(browser, probe, reports, width=width)
+    assert seen.console == [] and seen.requests == []
+    rows = re.findall(r'<tr data-bench="[^"]*::(\w+)"><td data-v="[^"]*">.*?</td><td data-v="([^"]*)">',
+                      seen.dom)
+    p50 = [float(v) for _, v in rows]
+    assert len(p50) == 4 and p50 == sorted(p50, reverse=True)
+    # Nothing is wider than the page: the tables scroll sideways inside their own boxes.
+    assert int(re.search(r'data-right="(\d+)"', seen.dom).group(1)) <= width
 
 
 @pytest.mark.parametrize("width", [1280, 375])
