@@ -453,17 +453,19 @@ def _run_label(run: Run, index: int) -> str:
     return " ".join(p for p in (date, commit) if p) or f"run {index + 1}"
 
 
-def _trend_plot(fullname: str, key: str, runs: Sequence[Run], labels: Sequence[str],
-                marks: Mapping[int, Change], budgets: Sequence[tuple[float, str]]) -> str:
+def _trend_plot(history: Sequence[BenchmarkResult | None], key: str, runs: Sequence[Run],
+                labels: Sequence[str], marks: Mapping[int, Change],
+                budgets: Sequence[tuple[float, str]]) -> str:
+    """*history*: the benchmark in each run (None where a run lacks it)."""
     points = []
-    for i, run in enumerate(runs):
-        for bench in run.benchmarks:
-            if bench.fullname == fullname:
-                value = numeric_metrics(bench.record).get(key)
-                if value is None and key in ("mean_s", "median_s"):
-                    value = _stat(bench, "mean" if key == "mean_s" else "median")
-                if value is not None:
-                    points.append((i, value))
+    for i, bench in enumerate(history):
+        if bench is None:
+            continue
+        value = numeric_metrics(bench.record).get(key)
+        if value is None and key in ("mean_s", "median_s"):
+            value = _stat(bench, "mean" if key == "mean_s" else "median")
+        if value is not None:
+            points.append((i, value))
     if len(points) < 2:
         return ""
     values = [v for _, v in points] + [v for v, _ in budgets]
@@ -723,18 +725,18 @@ def _before_after(b: BenchmarkResult, base: BenchmarkResult | None,
             f'<tbody>{"".join(rows)}</tbody></table></div></div>')
 
 
-def _trend_keys(fullname: str, runs: Sequence[Run]) -> list[str]:
+def _trend_keys(history: Sequence[BenchmarkResult | None]) -> list[str]:
     """The numeric keys of the benchmark in at least two runs, known metrics first."""
     seen: dict[str, int] = {}
-    for run in runs:
-        for bench in run.benchmarks:
-            if bench.fullname == fullname:
-                keys = set(numeric_metrics(bench.record))
-                if not bench.record:
-                    keys |= {k for k, s in (("mean_s", "mean"), ("median_s", "median"))
-                             if _stat(bench, s) is not None}
-                for key in keys:
-                    seen[key] = seen.get(key, 0) + 1
+    for bench in history:
+        if bench is None:
+            continue
+        keys = set(numeric_metrics(bench.record))
+        if not bench.record:
+            keys |= {k for k, s in (("mean_s", "mean"), ("median_s", "median"))
+                     if _stat(bench, s) is not None}
+        for key in keys:
+            seen[key] = seen.get(key, 0) + 1
     keep = [k for k, n in seen.items() if n >= 2 and k not in ("completed", "failed", "cpu_time_s",
                                                                "wall_time_s", "process_peak_rss_bytes")]
     known_order = [k for m in METRICS.values() for k in m.keys]
@@ -800,6 +802,7 @@ def render_html(runs: Sequence[Run], baseline: Run | None = None,
         return "\n".join(out) + "\n"
     out += _summary(run, names, changes)
     base_by_name = {b.fullname: b for b in baseline.benchmarks} if baseline is not None else {}
+    by_run = [{bench.fullname: bench for bench in r.benchmarks} for r in runs]
     for n, b in enumerate(run.benchmarks):
         out.append(f'<section class="bench" id="b{n}" data-bench="{_e(b.fullname)}">'
                    f'<h2><code>{_e(names[b.fullname])}</code></h2>')
@@ -817,7 +820,8 @@ def render_html(runs: Sequence[Run], baseline: Run | None = None,
             out.append(_before_after(b, base_by_name.get(b.fullname), changes or ()))
         if len(runs) > 1:
             trend_plots = []
-            for key in _trend_keys(b.fullname, runs):
+            history = [found.get(b.fullname) for found in by_run]
+            for key in _trend_keys(history):
                 m = _KEY_METRIC.get(key)
                 marks = {}
                 for i, found in step_changes.items():
@@ -825,7 +829,7 @@ def render_html(runs: Sequence[Run], baseline: Run | None = None,
                         if c.test == b.fullname and m is not None and c.gate.metric.name == m.name:
                             marks[i] = c
                 limit_lines = _budget_lines(b, {m.name}) if m is not None else []
-                trend_plots.append(_trend_plot(b.fullname, key, runs, labels, marks, limit_lines))
+                trend_plots.append(_trend_plot(history, key, runs, labels, marks, limit_lines))
             trend_plots = [p for p in trend_plots if p]
             if trend_plots:
                 out.append(f'<details class="trends" open><summary>Trends across {len(runs)} runs '
