@@ -309,7 +309,10 @@ def _time_plot(b: BenchmarkResult) -> str:
         xhi = max([min(hi, q3 + 3 * (q3 - q1))] + [v for _, v in marks])
         xlo = min([lo] + [v for _, v in marks])
         beyond = sum(1 for t in times if t > xhi)
-        width = (xhi - xlo) / HISTOGRAM_BINS or 1.0
+        if xhi <= xlo:  # every round took the same time: one bar in the middle
+            pad = xlo * 0.05 or 1e-9
+            xlo, xhi = xlo - pad, xhi + pad
+        width = (xhi - xlo) / HISTOGRAM_BINS
         counts = [0] * HISTOGRAM_BINS
         for t in times:
             if t <= xhi:

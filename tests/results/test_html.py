@@ -58,6 +58,15 @@ def test_the_time_histogram_counts_the_saved_rounds_and_marks_p50_p95_p99():
     assert "p95 2 ms" in plot and "p99 2 ms" in plot  # nearest rank of the 15 rounds
 
 
+def test_rounds_that_all_took_the_same_time_make_one_bar_on_a_millisecond_axis():
+    plot = figure(page_of(entry("t.py::test_a", {}, data=[0.001] * 5, median=0.001)),
+                  "time-histogram")
+    assert re.findall(r"<title>(\d+) rounds</title>", plot) == ["5"]
+    ticks = re.findall(r'<text class="tk m"[^>]*>([^<]+)</text>', plot)
+    assert ticks and all(t.endswith(" ms") for t in ticks)
+    assert all(0.95 <= float(t.split()[0]) <= 1.05 for t in ticks)  # 1 ms, give or take 5%
+
+
 def test_the_record_percentiles_are_the_ones_marked_when_it_has_them():
     record = {"median_s": 0.0011, "p95_s": 0.0017, "p99_s": 0.0019}
     plot = figure(page_of(entry("t.py::test_a", record, data=[0.001] * 10 + [0.002] * 5)),
