@@ -244,3 +244,11 @@ def test_pygal_charts_would_fetch_a_script_and_weigh_more_than_ours():
         data=[0.001] * 10 + [0.0019] * 5))
     assert len(figure(ours, "time-histogram")) < 5_000
     assert len(figure(ours, "rss-timeline")) < 20_000
+
+
+def test_a_load_runs_latency_percentiles_mark_the_load_plot_not_the_rounds():
+    record = {"load_latency_quantiles_s": [0.01 + i * 1e-4 for i in range(101)],
+              "latency_p50_s": 0.015, "latency_p95_s": 0.0195, "latency_p99_s": 0.0199}
+    page = page_of(entry("t.py::test_load", record, data=[0.001] * 10, median=0.001))
+    assert "p50 1 ms" in figure(page, "time-histogram")  # the service times' median
+    assert "p50 15 ms" in figure(page, "load-histogram")  # the load's latency
