@@ -532,7 +532,7 @@ section.bench{border-top:2px solid var(--line);margin-top:1.5rem}
 .plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:1rem}
 figure{margin:0}figcaption{font-weight:600;font-size:.9rem}
 svg{width:100%;height:auto;display:block}
-svg text{font:11px system-ui,sans-serif;fill:var(--fg)}
+svg text{font:12px system-ui,sans-serif;fill:var(--fg)}
 svg .tk{fill:var(--muted)}svg .e{text-anchor:end}svg .m{text-anchor:middle}
 svg path{fill:none}svg .ax{stroke:#777}svg .grid{stroke:#e4e4e4}
 svg .bar{fill:#8fa9d6;stroke:#3d5f9c}
