@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from . import resources
 from .timers import (SLOW_CALL_TIME, Measurement, _AsyncRounds, call_outside_event_loop, consuming,
                      measure_with_result)
 
-__all__ = ["ResourceWindow", "Observation", "observe", "count_allocs_any", "DEFAULT_SAMPLE_INTERVAL"]
+__all__ = ["ResourceWindow", "Observation", "observe", "count_allocs_any", "DEFAULT_SAMPLE_INTERVAL",
+           "rss_timeline", "RSS_TIMELINE_POINTS"]
 
 #: Seconds between Sampler samples while a benchmark runs.
 DEFAULT_SAMPLE_INTERVAL = 0.001
+#: Most points of the RSS timeline a window stores (``rss_timeline``).
+RSS_TIMELINE_POINTS = 512
 #: Most calls one allocation-counting pass makes (count_allocs runs 4 passes' worth).
 ALLOC_PASS_MAX_LOOPS = 1000
 
@@ -84,6 +87,39 @@ class ResourceWindow:
             "sample_interval_s": float(summary.interval),
             "peak_rss_source": source,
         }
+        series = self._sampler.series()
+        self.metrics["rss_timeline"] = rss_timeline(series.timestamps_ns, series.rss_bytes)
+
+
+def rss_timeline(timestamps_ns: Sequence[int], rss_bytes: Sequence[int],
+                 max_points: int = RSS_TIMELINE_POINTS) -> dict[str, list]:
+    """The Sampler's samples as ``{"t_s": [...], "rss_bytes": [...]}``: seconds since the first
+    sample and RSS in bytes, at most *max_points* points, oldest first.
+
+    Longer series are cut into ``max_points // 2`` runs of consecutive samples and each run keeps
+    its lowest and its highest sample (in time order), so a peak or a step of any length stays
+    in the timeline, whatever the sampling rate.
+    """
+    n = min(len(timestamps_ns), len(rss_bytes))
+    if n == 0:
+        return {"t_s": [], "rss_bytes": []}
+    if n <= max_points:
+        picked = list(range(n))
+    else:
+        buckets = max(1, max_points // 2)
+        picked = []
+        for b in range(buckets):
+            lo, hi = b * n // buckets, (b + 1) * n // buckets
+            if lo >= hi:
+                continue
+            low = min(range(lo, hi), key=rss_bytes.__getitem__)
+            high = max(range(lo, hi), key=rss_bytes.__getitem__)
+            picked += sorted({low, high})
+    origin = timestamps_ns[0]
+    return {
+        "t_s": [round((timestamps_ns[i] - origin) * 1e-9, 6) for i in picked],
+        "rss_bytes": [int(rss_bytes[i]) for i in picked],
+    }
 
 
 def _returns_awaitables(fn: Callable[..., Any], args: tuple, kwargs: dict | None) -> bool:

@@ -654,7 +654,12 @@ def _timed_call(call: Callable[[Any], Any], is_async: bool, sink: list[int]) -> 
 
 
 def load_metrics(result: Any) -> dict[str, Any]:
-    """Record keys for a load run's LoadResult."""
+    """Record keys for a load run's LoadResult. ``load_latency_quantiles_s`` holds the task
+    latency at each whole percentile 0, 1, ..., 100 (101 values, from the load's histogram), so a
+    report can draw the distribution."""
+    latency = getattr(result, "latency", None)
+    quantiles = ([latency.percentile(p) * 1e-9 for p in range(101)]
+                 if latency is not None and latency.count else None)
     return {
         "throughput_per_s": float(result.throughput),
         "error_rate": float(result.error_rate),
@@ -669,6 +674,7 @@ def load_metrics(result: Any) -> dict[str, Any]:
         "achieved_concurrency": float(result.achieved_concurrency),
         "load_mode": result.mode,
         "errors_by_type": dict(result.errors_by_type),
+        **({"load_latency_quantiles_s": quantiles} if quantiles else {}),
     }
 
 

@@ -1,5 +1,5 @@
-"""The plugin's reports: verdicts saved in the JSON, ``--agentbench-report``, ``--agentbench-junit``
-and the GitHub Actions job summary.
+"""The plugin's reports: verdicts saved in the JSON, ``--agentbench-report``, ``--agentbench-junit``,
+``--agentbench-html`` and the GitHub Actions job summary.
 
 - Each benchmark's SLO budgets, with what was measured and the verdict, go into its
   ``extra_info["agentbench"]["slo"]`` when its test ends; the regression gates checked for it go
@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from ..results.html import HTML_MARKER, render_html
 from ..results.junit import JUNIT_MARKER, render_junit
 from ..results.metrics import EXTRA_INFO_KEY
 from ..results.report import (
@@ -53,6 +54,17 @@ def add_options(group: Any) -> None:
         "budget and per gate, a failure for each broken one); a file there is replaced only if "
         "pyagentbench wrote it",
     )
+    add_html_option(group)
+
+
+def add_html_option(group: Any) -> None:
+    """``--agentbench-html``."""
+    group.addoption(
+        "--agentbench-html", metavar="PATH", default=None,
+        help="write the report as one self-contained HTML page with plots (time per call, RSS "
+        "timeline, load latency, budgets) to PATH at the end of the session; a file there is "
+        "replaced only if it is an earlier pyagentbench HTML report",
+    )
 
 
 def save_budget_verdicts(fixture: Any, budgets: list) -> None:
@@ -68,7 +80,8 @@ def save_budget_verdicts(fixture: Any, budgets: list) -> None:
 def register(config: pytest.Config, state: Any) -> None:
     """Check the report options (a UsageError now, not a lost file later) and register the hooks
     that save gate verdicts and write the reports."""
-    for option, marker in (("agentbench_report", REPORT_MARKER), ("agentbench_junit", JUNIT_MARKER)):
+    for option, marker in (("agentbench_report", REPORT_MARKER), ("agentbench_junit", JUNIT_MARKER),
+                           ("agentbench_html", HTML_MARKER)):
         path = config.getoption(option, None)
         if path:
             try:
@@ -127,8 +140,12 @@ class _Reports:
         _add_gate_verdicts(output_json, _gate_verdicts(self.state))
         self.document = output_json
 
-    def _session_document(self) -> dict[str, Any]:
-        if self.document is not None:
+    def _session_document(self, with_data: bool = False) -> dict[str, Any]:
+        """The run as pytest-benchmark saves it: the JSON it wrote, or one made now. *with_data*:
+        with each benchmark's rounds (``stats.data``), which a saved JSON holds only with
+        --benchmark-json or --benchmark-save-data."""
+        if self.document is not None and (not with_data or all(
+                "data" in (entry.get("stats") or {}) for entry in self.document.get("benchmarks", ()))):
             return self.document
         bs = getattr(self.config, "_benchmarksession", None)
         benchmarks = list(getattr(bs, "benchmarks", None) or [])
@@ -137,7 +154,7 @@ class _Reports:
         except Exception:  # no git, or another VCS error: the report just has no commit line
             commit_info = {}
         document = self.config.hook.pytest_benchmark_generate_json(
-            config=self.config, benchmarks=benchmarks, include_data=False,
+            config=self.config, benchmarks=benchmarks, include_data=with_data,
             machine_info=_quick_machine_info(), commit_info=commit_info,
         )
         _add_gate_verdicts(document, _gate_verdicts(self.state))
@@ -149,11 +166,12 @@ class _Reports:
             return
         report_path = self.config.getoption("agentbench_report", None)
         junit_path = self.config.getoption("agentbench_junit", None)
+        html_path = self.config.getoption("agentbench_html", None)
         summary_path = os.environ.get(STEP_SUMMARY_ENV) if self.state.records else None
-        if not (report_path or junit_path or summary_path):
+        if not (report_path or junit_path or summary_path or html_path):
             return
         try:
-            run = run_from_document(self._session_document(), "this session")
+            run = run_from_document(self._session_document(with_data=bool(html_path)), "this session")
         except ValueError as exc:  # a value this run recorded is not a number: say so, don't crash
             self.lines.append((f"agentbench: no report written: {exc}", True))
             return
@@ -161,6 +179,7 @@ class _Reports:
         for path, content, marker, what in (
             (report_path, text, REPORT_MARKER, "the report"),
             (junit_path, render_junit(run) if junit_path else "", JUNIT_MARKER, "the JUnit XML"),
+            (html_path, render_html([run]) if html_path else "", HTML_MARKER, "the HTML report"),
         ):
             if not path:
                 continue
