@@ -66,11 +66,22 @@ PLOTS = {"test_plan": {"time-histogram", "rss-timeline"},
          "test_plain": {"time-histogram"}}
 
 
+#: PYAGENTBENCH_BROWSER: "skip" skips these tests (.ci/run, while it installs Chromium beside the
+#: other stages), "require" fails them where no Chromium is found (its browser stage); unset, they
+#: run where a Chromium is found and skip elsewhere.
+BROWSER_MODE = os.environ.get("PYAGENTBENCH_BROWSER", "")
+
+
 def chromium() -> str:
+    if BROWSER_MODE == "skip":
+        pytest.skip("PYAGENTBENCH_BROWSER=skip: the browser tests run in a stage of their own")
     for name in (os.environ.get("PYAGENTBENCH_CHROMIUM"), *CANDIDATES):
         if name and shutil.which(name):
             return str(shutil.which(name))
-    pytest.skip("no Chromium found (Debian: apt-get install chromium; or set PYAGENTBENCH_CHROMIUM)")
+    message = "no Chromium found (Debian: apt-get install chromium; or set PYAGENTBENCH_CHROMIUM)"
+    if BROWSER_MODE == "require":
+        pytest.fail(message + ", and PYAGENTBENCH_BROWSER=require", pytrace=False)
+    pytest.skip(message)
 
 
 def clean_env() -> dict[str, str]:
