@@ -19,10 +19,10 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from . import clocks
+from . import clocks, compare
 
 #: The subcommand modules, in the order ``--help`` lists them.
-COMMANDS = (clocks,)
+COMMANDS = (clocks, compare)
 
 USAGE_ERROR = 2
 
