@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .baseline import BaselineError, document_problems, read_document, saved_tests
 from .metrics import EXTRA_INFO_KEY, METRICS, Metric, metric, metric_value
 from .samples import SAMPLES_KEY, Samples
-from .stats import Shift, geometric_mean, log_shift
+from .stats import Shift, geometric_mean, log_shift, run_noise, widen
 from .units import parse_duration, parse_size
 
 __all__ = [
@@ -105,13 +105,14 @@ class Gate:
 
     def fails_tested(self, baseline: float, now: float, shift: Shift, alpha: float) -> bool:
         """For a timing with samples on both sides: True when *now* is worse by more than the
-        percentage and the floor, the U test's p is below *alpha*, and the whole confidence
-        interval of the change (``shift``, in percent) lies beyond the percentage."""
+        percentage and the floor, the change is significant (``shift.p_value`` below *alpha*),
+        and its one-sided ``1 - alpha / shift.tests`` confidence bound lies beyond the
+        percentage: the change is beyond the threshold at level *alpha* for the whole run."""
         if not self.fails(baseline, now) or shift.p_value >= alpha:
             return False
         if self.metric.higher_is_better:
-            return -shift.high > self.percent
-        return shift.low > self.percent
+            return -shift.upper_bound(alpha) > self.percent
+        return shift.lower_bound(alpha) > self.percent
 
 
 @dataclass(frozen=True)
@@ -214,8 +215,8 @@ def check_gates(
     record lacks is skipped (see :func:`pyagentbench.results.baseline.missing_gated_metrics` for
     telling a user why). ValueError naming the test and key when a value is not a finite number.
     """
-    regressions = []
     gates = list(gates)
+    found: list[tuple[str, Gate, float, float, Shift | None]] = []
     for test, record in current.items():
         base = baseline.get(test)
         if base is None:
@@ -231,13 +232,33 @@ def check_gates(
                         shift = timing_shift(base_samples, now_samples)
             except ValueError as exc:
                 raise ValueError(f"{test}: {exc}") from None
-            if now_value is None or base_value is None:
-                continue
-            failed = (gate.fails(base_value, now_value) if shift is None
-                      else gate.fails_tested(base_value, now_value, shift, alpha))
-            if failed:
-                regressions.append(Regression(test, gate, base_value, now_value, shift))
+            if now_value is not None and base_value is not None:
+                found.append((test, gate, base_value, now_value, shift))
+    noise, tests = _run_noise_by_metric([(gate.metric.name, shift) for _, gate, _, _, shift in found])
+    regressions = []
+    for test, gate, base_value, now_value, shift in found:
+        if shift is not None:
+            shift = widen(shift, noise.get(gate.metric.name, 0.0), tests[gate.metric.name])
+        failed = (gate.fails(base_value, now_value) if shift is None
+                  else gate.fails_tested(base_value, now_value, shift, alpha))
+        if failed:
+            regressions.append(Regression(test, gate, base_value, now_value, shift))
     return regressions
+
+
+def _run_noise_by_metric(shifts: Iterable[tuple[str, Shift | None]]) -> tuple[dict[str, float], dict[str, int]]:
+    """(metric name -> run-to-run noise in percent, for metrics with enough tested benchmarks (see
+    :func:`pyagentbench.results.stats.run_noise`); metric name -> how many were tested)."""
+    changes: dict[str, dict[int, float]] = {}
+    for name, shift in shifts:
+        if shift is not None:
+            changes.setdefault(name, {})[id(shift)] = shift.change
+    noise = {}
+    for name, values in changes.items():
+        value = run_noise(values.values())
+        if value is not None:
+            noise[name] = value
+    return noise, {name: len(values) for name, values in changes.items()}
 
 
 def records_from_json(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -340,6 +361,12 @@ def _fingerprint(data: Mapping[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in found.items() if v not in (None, "")}
 
 
+def _short_name(fullname: str) -> str:
+    """``benchmarks/test_x.py::test_y[a]`` -> ``test_x.py::test_y[a]``: unique, and short."""
+    path, sep, rest = fullname.partition("::")
+    return path.rsplit("/", 1)[-1] + sep + rest if sep else fullname
+
+
 def run_from_json(data: Any, path: str) -> Run:
     """The :class:`Run` in a parsed pytest-benchmark document; BaselineError naming *path*, the
     test and the key for anything we cannot use (our samples included)."""
@@ -363,8 +390,8 @@ def run_from_json(data: Any, path: str) -> Run:
             except (TypeError, ValueError):
                 problems.append(f"{fullname}: stats.data holds something other than finite numbers")
                 continue
-        benchmarks[fullname] = Benchmark(fullname, str(entry.get("name") or fullname),
-                                         entry.get("group"), entry["stats"], record, samples)
+        benchmarks[fullname] = Benchmark(fullname, _short_name(fullname), entry.get("group"),
+                                         entry["stats"], record, samples)
     if problems:
         raise BaselineError(path, problems)
     commit = data.get("commit_info") if isinstance(data.get("commit_info"), dict) else {}
@@ -410,6 +437,8 @@ class Comparison:
     warnings: list[str]
     alpha: float
     gates: list[Gate]
+    #: Metric name -> the run-to-run noise (percent) its tested intervals include.
+    run_noise: dict[str, float] = field(default_factory=dict)
 
 
 def _change(baseline: float, now: float) -> float | None:
@@ -424,7 +453,7 @@ def _verdict(m: Metric, baseline: float, now: float, shift: Shift | None, gate: 
     if shift is not None:
         if -band < shift.low and shift.high < band:
             return "unchanged"
-        if shift.p_value >= alpha:
+        if shift.p_value >= alpha or shift.low <= 0 <= shift.high:
             return "not significant"
         worse = shift.change < 0 if m.higher_is_better else shift.change > 0
         return "regressed" if worse else "improved"
@@ -462,6 +491,7 @@ def compare_runs(
     by_metric = {gate.metric.name: gate for gate in gates}
     rows: list[Row] = []
     failures: list[Regression] = []
+    measured: list[tuple[Benchmark, Metric, float, float, Shift | None]] = []
     for test, bench in now.benchmarks.items():
         before = base.benchmarks.get(test)
         if before is None:
@@ -476,14 +506,20 @@ def compare_runs(
             shift = None
             if m.name in TESTED_METRICS and before.samples is not None and bench.samples is not None:
                 shift = timing_shift(before.samples, bench.samples)
-            gate = by_metric.get(m.name)
-            failed = False
-            if gate is not None:
-                failed = gate.fails(b, n) if shift is None else gate.fails_tested(b, n, shift, alpha)
-                if failed:
-                    failures.append(Regression(test, gate, b, n, shift))
-            rows.append(Row(test, bench.name, bench.group, m, b, n, _change(b, n), shift,
-                            _verdict(m, b, n, shift, gate, alpha), gate, failed))
+            measured.append((bench, m, b, n, shift))
+    noise, tests = _run_noise_by_metric([(m.name, shift) for _, m, _, _, shift in measured])
+    for bench, m, b, n, shift in measured:
+        test = bench.fullname
+        if shift is not None:
+            shift = widen(shift, noise.get(m.name, 0.0), tests[m.name])
+        gate = by_metric.get(m.name)
+        failed = False
+        if gate is not None:
+            failed = gate.fails(b, n) if shift is None else gate.fails_tested(b, n, shift, alpha)
+            if failed:
+                failures.append(Regression(test, gate, b, n, shift))
+        rows.append(Row(test, bench.name, bench.group, m, b, n, _change(b, n), shift,
+                        _verdict(m, b, n, shift, gate, alpha), gate, failed))
     geomean = []
     for m in chosen:
         ratios = [r.now / r.baseline for r in rows if r.metric is m and r.baseline > 0 and r.now > 0]
@@ -508,7 +544,7 @@ def compare_runs(
     if only_now:
         warnings.append(f"{len(only_now)} benchmark(s) only in the new run (new or renamed): "
                         + ", ".join(only_now[:5]) + (" ..." if len(only_now) > 5 else ""))
-    return Comparison(base, now, rows, geomean, failures, warnings, alpha, gates)
+    return Comparison(base, now, rows, geomean, failures, warnings, alpha, gates, noise)
 
 
 # ---- output ----
@@ -628,6 +664,9 @@ def format_comparison(comparison: Comparison, fmt: str = "table", columns: Itera
         lines = [f"- {line}" for line in lines]
     for warning in comparison.warnings:
         lines.append(f"> **warning:** {warning}" if markdown else f"warning: {warning}")
+    if comparison.run_noise:
+        noise = ", ".join(f"{name} +-{value:.1f}%" for name, value in sorted(comparison.run_noise.items()))
+        lines.append(f"run-to-run noise (the spread of all benchmarks' changes; each 95% CI includes it): {noise}")
     header = [_HEADERS[c] for c in columns]
     for title, rows in _groups(_sorted(comparison.rows, sort), group_by):
         lines.append("")
@@ -667,6 +706,9 @@ def _row_json(row: Row) -> dict[str, Any]:
         "baseline": row.baseline, "now": row.now, "change_percent": row.change,
         "ci_percent": None if row.shift is None else [row.shift.low, row.shift.high],
         "p_value": None if row.shift is None else row.shift.p_value,
+        "p_within": None if row.shift is None else row.shift.p_within,
+        "run_noise_percent": None if row.shift is None else row.shift.run_noise,
+        "benchmarks_tested": None if row.shift is None else row.shift.tests,
         "replicates": None if row.shift is None else [row.shift.n, row.shift.m],
         "verdict": row.verdict, "gate": None if row.gate is None else str(row.gate), "failed": row.failed,
     }
@@ -682,6 +724,7 @@ def format_json(comparison: Comparison) -> str:
     data = {
         "baseline": run(comparison.base), "now": run(comparison.now), "alpha": comparison.alpha,
         "gates": [str(g) for g in comparison.gates], "warnings": comparison.warnings,
+        "run_noise_percent": comparison.run_noise,
         "rows": [_row_json(r) for r in comparison.rows],
         "geomean": [_row_json(r) for r in comparison.geomean],
         "failures": [{"test": f.test, "gate": str(f.gate), "baseline": f.baseline, "now": f.now,

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Iterable, Sequence
 
-__all__ = ["Weighted", "mann_whitney_u", "hodges_lehmann", "Shift", "log_shift", "geometric_mean"]
+__all__ = ["Weighted", "mann_whitney_u", "hodges_lehmann", "Shift", "log_shift", "geometric_mean",
+           "run_noise", "widen", "MIN_RUN_NOISE_BENCHMARKS"]
 
 #: (value, count) pairs; the counts are positive whole numbers.
 Weighted = Sequence[tuple[float, int]]
@@ -28,6 +29,8 @@ _NORMAL = NormalDist()
 #: Most distinct pairwise differences the Hodges-Lehmann interval computes exactly; beyond it the
 #: larger sample is merged into fewer, wider value groups first.
 MAX_PAIRS = 40_000
+#: Fewest benchmarks with tested changes from which a compare estimates the run-to-run noise.
+MIN_RUN_NOISE_BENCHMARKS = 6
 
 
 def _total(sample: Weighted) -> int:
@@ -125,8 +128,15 @@ def hodges_lehmann(base: Weighted, now: Weighted, confidence: float = 0.95) -> t
 
 @dataclass(frozen=True)
 class Shift:
-    """A relative change of a timing (``now / base - 1``, in percent) with its confidence interval
-    and the U test's two-sided p-value; n and m are the numbers of base and now replicates."""
+    """A relative change of a timing (``now / base - 1``, in percent) with its 95% confidence
+    interval (``low``, ``high``) and p-value; n and m are the numbers of base and now replicates.
+
+    From :func:`log_shift` these are the within-run figures: the Hodges-Lehmann interval and the
+    U test's p. :func:`widen` adds the run-to-run noise and the number of benchmarks compared
+    together (``tests``): the interval then includes the noise, and ``p_value`` is the larger of
+    the U test's p (kept as ``p_within``) and the normal p of the change against both noises,
+    times ``tests`` (Bonferroni), capped at 1.
+    """
 
     change: float
     low: float
@@ -134,6 +144,29 @@ class Shift:
     p_value: float
     n: int
     m: int
+    #: The run-to-run noise (in percent, one standard deviation) the interval was widened by.
+    run_noise: float = 0.0
+    #: How many benchmarks' changes of this metric were tested together.
+    tests: int = 1
+    #: The U test's p on the replicates alone.
+    p_within: float = 1.0
+
+    def _log_se(self, side: float) -> float:
+        """The standard error (log scale) on the side of *side* (low or high), from the 95% interval."""
+        return abs(math.log1p(side / 100) - math.log1p(self.change / 100)) / _Z95
+
+    def lower_bound(self, alpha: float) -> float:
+        """The change (percent) the one-sided ``1 - alpha / tests`` confidence bound puts it above."""
+        z = _NORMAL.inv_cdf(1 - alpha / self.tests)
+        return math.expm1(math.log1p(self.change / 100) - z * self._log_se(self.low)) * 100
+
+    def upper_bound(self, alpha: float) -> float:
+        """The change (percent) the one-sided ``1 - alpha / tests`` confidence bound puts it below."""
+        z = _NORMAL.inv_cdf(1 - alpha / self.tests)
+        return math.expm1(math.log1p(self.change / 100) + z * self._log_se(self.high)) * 100
+
+
+_Z95 = _NORMAL.inv_cdf(0.975)
 
 
 def log_shift(base: Weighted, now: Weighted, confidence: float = 0.95) -> Shift:
@@ -150,7 +183,7 @@ def log_shift(base: Weighted, now: Weighted, confidence: float = 0.95) -> Shift:
     def percent(x: float) -> float:
         return math.expm1(x) * 100
 
-    return Shift(percent(estimate), percent(low), percent(high), p, _total(base), _total(now))
+    return Shift(percent(estimate), percent(low), percent(high), p, _total(base), _total(now), p_within=p)
 
 
 def geometric_mean(values: Iterable[float]) -> float:
@@ -163,3 +196,41 @@ def geometric_mean(values: Iterable[float]) -> float:
     if not logs:
         raise ValueError("geometric_mean(): no values")
     return math.exp(sum(logs) / len(logs))
+
+
+def run_noise(changes: Iterable[float], minimum: int = MIN_RUN_NOISE_BENCHMARKS) -> float | None:
+    """How much benchmarks moved between two runs beyond their own noise, from their *changes*
+    (percent): the median absolute deviation of the log ratios from their median, times 1.4826
+    (a standard deviation for normal data, and robust to a few benchmarks that really changed),
+    in percent. None when fewer than *minimum* changes are given."""
+    logs = [math.log1p(c / 100) for c in changes if c > -100]
+    if len(logs) < minimum:
+        return None
+    center = _median(logs)
+    return math.expm1(1.4826 * _median([abs(x - center) for x in logs])) * 100
+
+
+def widen(shift: Shift, noise: float, tests: int = 1) -> Shift:
+    """*shift* (from :func:`log_shift`) with run-to-run *noise* (percent, one standard deviation)
+    added in quadrature, on the log scale, to each side of its 95% interval, and its p-value the
+    larger of the U test's and the normal p against both noises, times *tests* (capped at 1)."""
+    if tests < 1:
+        raise ValueError(f"tests must be >= 1, got {tests}")
+    extra = math.log1p(noise / 100)
+    center = math.log1p(shift.change / 100)
+    low_se = math.hypot((center - math.log1p(shift.low / 100)) / _Z95, extra)
+    high_se = math.hypot((math.log1p(shift.high / 100) - center) / _Z95, extra)
+    se = low_se if center > 0 else high_se
+    p_normal = 1.0 if se == 0 else 2 * (1 - _NORMAL.cdf(abs(center) / se))
+    if se == 0 and center != 0:
+        p_normal = 0.0
+    p = min(1.0, max(shift.p_within, p_normal) * tests)
+    return Shift(shift.change, math.expm1(center - _Z95 * low_se) * 100,
+                 math.expm1(center + _Z95 * high_se) * 100, p, shift.n, shift.m, noise, tests,
+                 shift.p_within)
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2

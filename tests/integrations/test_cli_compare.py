@@ -71,11 +71,11 @@ def test_a_benchmark_made_slower_fails_compare_and_the_other_passes(pytester, mo
     assert "FAILED test_agents.py::test_changed: p50" in out
     assert "FAILED test_agents.py::test_steady" not in out
     assert "1 gate failure(s) of p50:10%" in out
-    (changed,) = [line for line in out.splitlines() if line.startswith("test_changed ") and " p50 " in line]
+    (changed,) = [line for line in out.splitlines() if line.startswith("test_agents.py::test_changed ") and " p50 " in line]
     change = float(changed.split("%")[0].split()[-1])
     assert 35 < change < 65  # 1.5x
     assert "regressed" in changed and "p50:10% FAILED" in changed
-    (steady,) = [line for line in out.splitlines() if line.startswith("test_steady ") and " p50 " in line]
+    (steady,) = [line for line in out.splitlines() if line.startswith("test_agents.py::test_steady ") and " p50 " in line]
     assert "p50:10% ok" in steady
     assert "geometric mean" in out
 
@@ -84,7 +84,7 @@ def test_a_benchmark_made_slower_fails_compare_and_the_other_passes(pytester, mo
     assert markdown.returncode == 1
     assert "| test | metric | baseline | now | change | 95% CI | p | verdict | gate |" in markdown.stdout
     data = json.loads(command(pytester.path, "0001", "latest", "--format", "json").stdout)
-    (row,) = [r for r in data["rows"] if r["name"] == "test_changed" and r["metric"] == "p50"]
+    (row,) = [r for r in data["rows"] if r["name"] == "test_agents.py::test_changed" and r["metric"] == "p50"]
     assert row["verdict"] == "regressed" and row["failed"] and row["p_value"] < 0.01
     assert row["ci_percent"][0] > 10
     reverse = command(pytester.path, "0002", "0001", "--columns", "test,metric,change,verdict")

@@ -5,6 +5,7 @@ geometric mean, and runs from different machines."""
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -65,7 +66,7 @@ def compare(base: dict, now: dict, fail: str = DEFAULT_FAIL, **options):
 
 
 def row(comparison, name: str, metric_name: str):
-    (found,) = [r for r in comparison.rows if r.name == name and r.metric.name == metric_name]
+    (found,) = [r for r in comparison.rows if r.test.endswith("::" + name) and r.metric.name == metric_name]
     return found
 
 
@@ -215,3 +216,41 @@ def test_output_formats():
 def test_gate_percent_semantics_are_unchanged_for_higher_is_better_metrics():
     gate = Gate(metric("throughput"), 10.0)
     assert gate.fails(100.0, 85.0) and not gate.fails(100.0, 95.0)
+
+
+def test_run_noise_is_the_robust_spread_of_the_benchmarks_changes():
+    from pyagentbench.results.stats import run_noise
+
+    assert run_noise([5.0] * 8) == 0.0  # all moved alike: no spread
+    # log ratios +-d around their median: MAD = d, so the noise is expm1(1.4826 d).
+    d = 0.1
+    changes = [math.expm1(x) * 100 for x in (-d, -d, -d, 0.0, d, d, d)]
+    assert run_noise(changes) == pytest.approx(math.expm1(1.4826 * d) * 100)
+    # one benchmark that really changed does not move it
+    assert run_noise(changes + [500.0]) == pytest.approx(run_noise(changes), rel=0.5)
+    assert run_noise([1.0] * 5) is None  # too few benchmarks to tell
+
+
+def test_a_machine_that_moved_between_runs_hides_what_it_cannot_tell_apart():
+    # Twelve benchmarks: between the runs each one moved by up to +-30% (another job on the
+    # machine), each run steady within itself. One really got 20% slower; no benchmark's change
+    # stands out of the spread, so nothing fails, and the spread is reported.
+    rng = random.Random(5)
+    names = [f"test_{i}" for i in range(12)]
+    moves = [rng.uniform(-0.3, 0.3) for _ in names]
+    base = document(*(entry(n, rounds(1e-3, i)) for i, n in enumerate(names)))
+    now = document(*(entry(n, rounds(1e-3 * (1 + move) * (1.2 if i == 0 else 1), 50 + i))
+                     for i, (n, move) in enumerate(zip(names, moves))))
+    result = compare(base, now)
+    assert result.failures == []
+    assert result.run_noise["p50"] > 10
+    assert "run-to-run noise" in format_comparison(result)
+
+
+def test_on_a_steady_machine_a_20_percent_slowdown_stands_out():
+    names = [f"test_{i}" for i in range(12)]
+    base = document(*(entry(n, rounds(1e-3, i)) for i, n in enumerate(names)))
+    now = document(*(entry(n, rounds(1e-3 * (1.2 if i == 0 else 1), 50 + i)) for i, n in enumerate(names)))
+    result = compare(base, now)
+    assert result.run_noise["p50"] < 2
+    assert [f.test for f in result.failures] == ["test_x.py::test_0"]
