@@ -104,6 +104,10 @@ def test_the_plugin_saves_round_times_and_the_environment(pytester, monkeypatch)
     environment = data[FINGERPRINT_KEY]
     assert set(environment) >= {"cpu", "cores", "python", "python_build", "os", "pyagentbench", "clock"}
     assert "machine_info" in data and FINGERPRINT_KEY not in data["machine_info"]
+    # pytest-benchmark's own compare against it sees the machine_info it expects: no warning.
+    again = pytester.runpytest_subprocess(*FAST, "--benchmark-only", "--benchmark-compare", "-W", "error")
+    assert again.ret == 0, again.stdout.str()
+    assert "machine_info is different" not in again.stdout.str() + again.stderr.str()
     for bench in data["benchmarks"]:
         summary = bench["extra_info"]["agentbench"][SAMPLES_KEY]
         assert summary["count"] == bench["stats"]["rounds"]
@@ -194,6 +198,12 @@ def test_storage_and_names(tmp_path):
     folder = tmp_path / "elsewhere" / "Some-Other-Machine"
     write(folder, "0001_main.json", GOOD)
     write(folder, "0002_feature.json", GOOD)
-    proc = command(tmp_path, "main", "feature", "--storage", "elsewhere")
+    write(folder, "0003_feature.json", GOOD)
+    proc = command(tmp_path, "main", "0002", "--storage", "elsewhere")
     assert proc.returncode == 0, proc.stderr
     assert "elsewhere/Some-Other-Machine/0001_main.json" in proc.stdout
+    ambiguous = command(tmp_path, "main", "feature", "--storage", "elsewhere")
+    assert ambiguous.returncode == 2
+    assert "'feature' names 2 saved runs" in ambiguous.stderr and "give its number" in ambiguous.stderr
+    missing = command(tmp_path, "nightly", "--storage", "elsewhere")
+    assert "no saved run 'nightly'" in missing.stderr and "0001_main, 0002_feature, 0003_feature" in missing.stderr

@@ -31,7 +31,7 @@ def rounds(median: float, seed: int, n: int = 320, noise: float = 0.02, drift: f
     """n rounds around *median* with relative *noise*; *drift* makes the run's blocks of rounds
     alternate between +drift and -drift (a machine whose speed swings during the run)."""
     rng = random.Random(seed)
-    block = n // 16
+    block = max(1, n // 16)
     return [median * (1 + (drift if (i // block) % 2 else -drift)) * (1 + rng.gauss(0, noise)) for i in range(n)]
 
 
@@ -254,3 +254,32 @@ def test_on_a_steady_machine_a_20_percent_slowdown_stands_out():
     result = compare(base, now)
     assert result.run_noise["p50"] < 2
     assert [f.test for f in result.failures] == ["test_x.py::test_0"]
+
+
+def test_benchmarks_with_few_rounds_are_tested_on_their_rounds():
+    base = document(entry("test_few", rounds(1e-3, 1, n=12)))
+    now = document(entry("test_few", rounds(1.3e-3, 2, n=12)))
+    few = row(compare(base, now), "test_few", "p50")
+    assert (few.shift.n, few.shift.m) == (12, 12)
+    assert few.failed
+
+
+def test_p_counts_every_benchmark_tested():
+    from pyagentbench.results.stats import Shift, widen
+
+    within = Shift(20.0, 15.0, 25.0, 0.001, 16, 16, p_within=0.001)
+    assert widen(within, 0.0, tests=1).p_value == pytest.approx(0.001)
+    assert widen(within, 0.0, tests=40).p_value == pytest.approx(0.04)
+    assert widen(within, 0.0, tests=4000).p_value == 1.0
+    # run-to-run noise of 10% makes a 20% change far less certain than the U test alone says
+    assert widen(within, 10.0, tests=1).p_value > 0.01
+
+
+def test_sort_and_group_by():
+    base = document(entry("test_a", rounds(1e-3, 1), group="g1"), entry("test_b", rounds(1e-3, 2), group="g2"))
+    now = document(entry("test_a", rounds(1.1e-3, 3), group="g1"), entry("test_b", rounds(1.5e-3, 4), group="g2"))
+    result = compare(base, now, fail="")
+    lines = format_comparison(result, columns=["test", "metric"], sort="change", group_by="metric").splitlines()
+    p50 = lines[lines.index("-- p50 --") + 2:lines.index("-- p50 --") + 4]
+    assert [line.split()[0] for line in p50] == ["test_x.py::test_b", "test_x.py::test_a"]  # worst first
+    assert "-- g1 --" in format_comparison(result) and "-- g2 --" in format_comparison(result)
