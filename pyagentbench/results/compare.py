@@ -288,13 +288,19 @@ def load_records(path: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def format_regressions(regressions: list[Regression]) -> list[str]:
-    """Aligned lines: test, metric, baseline, now, change, gate; one per regression."""
-    rows = [("test", "metric", "baseline", "now", "change", "gate")]
+    """Aligned lines: test, metric, baseline, now, change, gate; one per regression. When a
+    timing gate was tested, also its 95% interval and p-value."""
+    tested = any(r.shift is not None for r in regressions)
+    rows = [("test", "metric", "baseline", "now", "change") + (("95% CI", "p") if tested else ()) + ("gate",)]
     for r in regressions:
         change = "new" if math.isinf(r.change) else f"{r.change:+.1f}%"
+        extra: tuple[str, ...] = ()
+        if tested:
+            extra = ("-", "-") if r.shift is None else (
+                f"[{r.shift.low:+.1f}%, {r.shift.high:+.1f}%]", f"{r.shift.p_value:.2g}")
         rows.append(
             (r.test, r.gate.metric.name, r.gate.metric.format(r.baseline),
-             r.gate.metric.format(r.now), change, str(r.gate))
+             r.gate.metric.format(r.now), change) + extra + (str(r.gate),)
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]

@@ -133,7 +133,9 @@ def test_the_plugin_gate_is_tested_at_agentbench_alpha(pytester, monkeypatch):
     assert strict.ret == 0, strict.stdout.str()
     default = pytester.runpytest_subprocess(*FAST, *gated)
     assert default.ret == 1
-    default.stdout.fnmatch_lines(["*agentbench: regressions against the baseline*", "*test_changed*p50:10%*"])
+    default.stdout.fnmatch_lines(["*agentbench: regressions against the baseline*",
+                                  "*test*metric*baseline*now*change*95% CI*p*gate*",
+                                  "*test_changed*p50*[[]+*%, +*%[]]*p50:10%*"])
     bad = pytester.runpytest_subprocess(*FAST, "--benchmark-only", "--agentbench-alpha=2")
     assert bad.ret == 4
     bad.stderr.fnmatch_lines(["*--agentbench-alpha must be between 0 and 1*"])
