@@ -396,8 +396,9 @@ def run_from_json(data: Any, path: str) -> Run:
             except (TypeError, ValueError):
                 problems.append(f"{fullname}: stats.data holds something other than finite numbers")
                 continue
+        stats = {k: v for k, v in entry["stats"].items() if k != "data"}  # summarised in samples
         benchmarks[fullname] = Benchmark(fullname, _short_name(fullname), entry.get("group"),
-                                         entry["stats"], record, samples)
+                                         stats, record, samples)
     if problems:
         raise BaselineError(path, problems)
     commit = data.get("commit_info") if isinstance(data.get("commit_info"), dict) else {}

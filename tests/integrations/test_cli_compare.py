@@ -177,7 +177,8 @@ def test_an_unreadable_run_exits_2_naming_the_file_and_the_problem(tmp_path, tex
     (["missing.json"], "missing.json: no such file"),
     (["0001", "0001"], "BASE and NOW are the same run"),
     (["0001", "--fail", "p50:ten%"], "--fail: bad gate 'p50:ten%'"),
-    (["0001", "--columns", "test,colour"], "unknown column 'colour'"),
+    (["0001", "--columns", "test,colour"], "--columns: unknown column 'colour'"),
+    (["0001", "--metrics", "p50,speed"], "--metrics: unknown metric 'speed'"),
     (["0001", "--alpha", "0"], "alpha must be between 0 and 1"),
 ])
 def test_usage_errors_exit_2_with_one_line(tmp_path, args, message):

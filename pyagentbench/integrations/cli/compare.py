@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ...results.baseline import BaselineError
 from ...results.compare import (
@@ -25,6 +25,7 @@ from ...results.compare import (
     parse_columns,
     parse_gates,
 )
+from ...results.metrics import metric
 
 
 class _UsageError(Exception):
@@ -113,6 +114,23 @@ def resolve(spec: str, storage: Path) -> Path:
     return found[0]
 
 
+def _parse_metrics(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ValueError("no metrics given")
+    for name in names:
+        metric(name)  # ValueError listing the known names
+    return names
+
+
+def _option(name: str, parse: Callable[[Any], Any], value: Any) -> Any:
+    """parse(value); a ValueError becomes a usage error naming the option."""
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise _UsageError(f"{name}: {exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from . import CommandError
 
@@ -121,9 +139,9 @@ def run(args: argparse.Namespace) -> int:
         base_path, now_path = resolve(args.base, storage), resolve(args.now, storage)
         if base_path.resolve() == now_path.resolve():
             raise _UsageError(f"BASE and NOW are the same run ({base_path}); name two runs")
-        gates = [] if args.fail.strip().lower() == "none" else parse_gates(args.fail)
-        columns = parse_columns(args.columns)
-        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+        gates = [] if args.fail.strip().lower() == "none" else _option("--fail", parse_gates, args.fail)
+        columns = _option("--columns", parse_columns, args.columns)
+        metrics = _option("--metrics", _parse_metrics, args.metrics) if args.metrics else None
         base, now = load_run(base_path), load_run(now_path)
         comparison = compare_runs(base, now, gates=gates, alpha=args.alpha, metrics=metrics)
         text = format_comparison(comparison, args.format, columns, args.sort, args.group_by)
@@ -132,11 +150,5 @@ def run(args: argparse.Namespace) -> int:
                            + (f"; ... and {len(exc.problems) - 3} more" if len(exc.problems) > 3 else "")) from None
     except _UsageError as exc:
         raise CommandError(str(exc)) from None
-    except ValueError as exc:
-        message = str(exc)
-        if message.startswith("bad gate") or message.startswith("no gates") or "a fall in" in message \
-                or "a rise in" in message or message.startswith("unknown metric"):
-            message = f"--fail: {message}" if args.metrics is None or "gate" in message else message
-        raise CommandError(message) from None
     print(text)
     return 1 if comparison.failures else 0
