@@ -283,3 +283,14 @@ def test_sort_and_group_by():
     p50 = lines[lines.index("-- p50 --") + 2:lines.index("-- p50 --") + 4]
     assert [line.split()[0] for line in p50] == ["test_x.py::test_b", "test_x.py::test_a"]  # worst first
     assert "-- g1 --" in format_comparison(result) and "-- g2 --" in format_comparison(result)
+
+
+def test_a_change_common_to_every_benchmark_is_not_taken_for_noise():
+    names = [f"test_{i}" for i in range(12)]
+    base = document(*(entry(n, rounds(1e-3, i)) for i, n in enumerate(names)))
+    now = document(*(entry(n, rounds(1.25e-3, 50 + i)) for i, n in enumerate(names)))
+    result = compare(base, now)
+    assert result.run_noise["p50"] < 2
+    assert len(result.failures) == 12
+    (p50,) = [r for r in result.geomean if r.metric.name == "p50"]
+    assert p50.change == pytest.approx(25, abs=2) and p50.verdict == "regressed"
