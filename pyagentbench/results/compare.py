@@ -189,17 +189,19 @@ def record_samples(record: Mapping[str, Any] | None) -> Samples | None:
         raise ValueError(f"{SAMPLES_KEY}: {exc}") from None
 
 
+def _replicates(samples: Samples, blocks: bool) -> list[tuple[float, int]]:
+    """The positive (value, count) replicates of *samples*: its blocks or its bucketed rounds.
+    Rounds faster than the clock (zeros) stand at a picosecond, so they stay comparable."""
+    pairs = [(b, 1) for b in samples.blocks] if blocks else samples.items()
+    return [(max(value, 1e-12), count) for value, count in pairs]
+
+
 def timing_shift(base: Samples, now: Samples) -> Shift:
     """The change of a timing from *base* to *now*, tested on their replicates: the time-ordered
     block medians when both kept them (a block of rounds is the unit that varies independently
     enough to be a replicate; see docs/compare.md), else the rounds themselves."""
-    if base.blocks and now.blocks:
-        return log_shift([(b, 1) for b in base.blocks if b > 0] or [(base.max, 1)],
-                         [(b, 1) for b in now.blocks if b > 0] or [(now.max, 1)])
-    def positive(s: Samples) -> list[tuple[float, int]]:
-        items = [(v, c) for v, c in s.items() if v > 0]
-        return items or [(max(s.max, 1e-12), s.count)]
-    return log_shift(positive(base), positive(now))
+    blocks = bool(base.blocks and now.blocks)
+    return log_shift(_replicates(base, blocks), _replicates(now, blocks))
 
 
 def check_gates(
