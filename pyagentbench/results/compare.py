@@ -10,9 +10,10 @@ fix. Memory gates carry an absolute floor (``peak_rss:20%:floor=2MiB``, defaults
 :mod:`.metrics`): a change smaller than the floor is not a regression, whatever its percentage.
 
 A timing gate (mean, p50) on a benchmark whose two runs both kept samples (see :mod:`.samples`)
-fails only when the change is beyond its percentage *and* significant: the U test's p is below
-``alpha`` and the whole 95% interval of the change lies beyond the percentage. docs/compare.md says
-why.
+fails only when the change is beyond its percentage *and* significant at ``alpha`` for the whole
+compare: the replicates are blocks of rounds, the run-to-run noise (the spread of every
+benchmark's change) widens each interval, and the test counts every benchmark tested
+(Bonferroni). docs/compare.md says why.
 
 Baselines are pytest-benchmark JSON files; our metrics sit in each entry's
 ``extra_info["agentbench"]``. This module reads JSON and never imports the pytest plugin.
@@ -213,7 +214,8 @@ def check_gates(
     """Every gate failed by a benchmark present in both; both map test name -> metrics record.
 
     Timing gates (mean, p50) on benchmarks whose records both hold samples also need the change
-    to be significant at *alpha* (see :meth:`Gate.fails_tested`). A gate whose metric either
+    to be significant at *alpha*, with the run-to-run noise of these records and their number
+    counted (see :meth:`Gate.fails_tested` and :func:`compare_runs`). A gate whose metric either
     record lacks is skipped (see :func:`pyagentbench.results.baseline.missing_gated_metrics` for
     telling a user why). ValueError naming the test and key when a value is not a finite number.
     """
