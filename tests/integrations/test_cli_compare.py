@@ -210,3 +210,15 @@ def test_storage_and_names(tmp_path):
     assert "'feature' names 2 saved runs" in ambiguous.stderr and "give its number" in ambiguous.stderr
     missing = command(tmp_path, "nightly", "--storage", "elsewhere")
     assert "no saved run 'nightly'" in missing.stderr and "0001_main, 0002_feature, 0003_feature" in missing.stderr
+
+
+def test_a_load_run_saves_each_tasks_service_time(pytester):
+    pytester.makepyfile(test_load="""
+def test_load(agent_benchmark):
+    agent_benchmark.throughput(lambda payload: sum(range(100)), range(200), concurrency=4)
+""")
+    pytester.runpytest_subprocess(*FAST, "--benchmark-only", "--benchmark-autosave").assert_outcomes(passed=1)
+    (path,) = storage(pytester).glob("0001_*.json")
+    (bench,) = json.loads(path.read_text())["benchmarks"]
+    summary = bench["extra_info"]["agentbench"][SAMPLES_KEY]
+    assert summary["count"] == 200 == bench["stats"]["rounds"]
