@@ -9,8 +9,8 @@ Runs ``r0, r1, ...`` of ``python -m pytest benchmarks --benchmark-only`` are mad
 other (saved with ``--benchmark-save-data``, so plain ``benchmark`` tests keep their rounds too):
 
 - odd runs are *slowed*: ``PYAGENTBENCH_AA_SLOWDOWN=0.2`` makes each call of
-  ``test_retrieval_agent_cold`` spin for 20% of its own time
-  (benchmarks/test_example_agents_bench.py); even runs are the code as it is;
+  ``test_taskqueue_put_get`` spin for 20% of its own time (benchmarks/test_runtime_bench.py); even
+  runs are the code as it is;
 - runs 4-7, 12-15, 20-23, ... have a CPU-bound process pinned to the other core.
 
 A/A pairs are ``(r_i, r_i+2)``: the same code (both plain or both slowed), separate runs; a
@@ -38,7 +38,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SLOWED = "test_retrieval_agent_cold"
+SLOWED = "test_taskqueue_put_get"
 SLOWDOWN_ENV = "PYAGENTBENCH_AA_SLOWDOWN"
 PYTEST_BENCHMARK_GATE = "median:10%"
 

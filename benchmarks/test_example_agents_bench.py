@@ -4,36 +4,12 @@ Each test lands in pytest-benchmark's table and in the agentbench table after it
 delta, CPU %, allocations per call, throughput and p99 latency.
 """
 
-import os
-import time
-
 import pytest
 
 from example_agents import PipelineAgent, RetrievalAgent, ToolCallingAgent
 from pyagentbench import Task
 
 QUESTIONS = [f"question {i}" for i in range(200)]
-
-#: benchmarks/aa_compare.py sets this to inject a known slowdown (0.2: each call of the cold
-#: retrieval agent spins for 20% of its own time after it), to check that compare finds it.
-SLOWDOWN_ENV = "PYAGENTBENCH_AA_SLOWDOWN"
-
-
-def _slowed(fn):
-    factor = float(os.environ.get(SLOWDOWN_ENV) or 0)
-    if factor <= 0:
-        return fn
-    clock = time.perf_counter_ns
-
-    def slowed(*args):
-        start = clock()
-        value = fn(*args)
-        deadline = clock() + int((clock() - start) * factor)
-        while clock() < deadline:
-            pass
-        return value
-
-    return slowed
 
 
 @pytest.mark.benchmark(group="example: tool-calling agent", max_time=0.5)
@@ -55,7 +31,7 @@ def test_tool_agent_load(agent_benchmark):
 @pytest.mark.benchmark(group="example: retrieval agent with a cache", max_time=0.5)
 def test_retrieval_agent_cold(agent_benchmark):
     agent = RetrievalAgent(cache=None)
-    assert agent_benchmark(_slowed(agent.process), Task("refund policy")).startswith("mock response")
+    assert agent_benchmark(agent.process, Task("refund policy")).startswith("mock response")
 
 
 @pytest.mark.benchmark(group="example: retrieval agent with a cache", max_time=0.5)
