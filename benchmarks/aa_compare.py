@@ -103,13 +103,14 @@ def pytest_benchmark_flags(base: Any, now: Any) -> list[str]:
             if test in base.benchmarks and check.fails(bench.stats, base.benchmarks[test].stats)]
 
 
-def our_flags(base: Any, now: Any) -> list[str]:
-    """Tests our default gate (compare's, at its default alpha) fails on these two runs."""
+def our_flags(base: Any, now: Any) -> tuple[list[str], float]:
+    """Tests our default gate (compare's, at its default alpha) fails on these two runs, and the
+    run-to-run noise of p50 compare saw between them (percent)."""
     from pyagentbench.results.compare import DEFAULT_FAIL, compare_runs, parse_gates
 
     gates = parse_gates(DEFAULT_FAIL)
     comparison = compare_runs(base, now, gates=gates, metrics=[g.metric.name for g in gates])
-    return sorted({f.test for f in comparison.failures})
+    return sorted({f.test for f in comparison.failures}), comparison.run_noise.get("p50", 0.0)
 
 
 def short(test: str) -> str:
@@ -142,20 +143,23 @@ def analyze(out: Path, pairs: int) -> None:
     for i in range(pairs):
         if i in runs and i + 2 in runs:
             base, now = load(runs[i]), load(runs[i + 2])
-            aa_rows.append((f"r{i}-r{i + 2}", hog_text(i, i + 2), our_flags(base, now),
-                            pytest_benchmark_flags(base, now), len(now.benchmarks)))
+            ours, noise = our_flags(base, now)
+            aa_rows.append((f"r{i}-r{i + 2}", hog_text(i, i + 2), ours,
+                            pytest_benchmark_flags(base, now), len(now.benchmarks), noise))
     for i in range(0, pairs + 2, 2):
         for j in (i + 1, i + 3):
             if i in runs and j in runs:
                 base, now = load(runs[i]), load(runs[j])
-                slow_rows.append((f"r{i}-r{j}", hog_text(i, j), our_flags(base, now),
-                                  pytest_benchmark_flags(base, now), len(now.benchmarks)))
+                ours, noise = our_flags(base, now)
+                slow_rows.append((f"r{i}-r{j}", hog_text(i, j), ours,
+                                  pytest_benchmark_flags(base, now), len(now.benchmarks), noise))
     print()
     print("A/A: the same code in two separate runs; every flagged benchmark is a false alarm "
-          "(hog: which run had a CPU-bound process on the other core)")
-    print(f"{'pair':>8}  {'hog':4}  {'ours':>4}  {'pytest-benchmark median:10%':>27}  ours flagged")
-    for pair, hog, ours, theirs, total in aa_rows:
-        print(f"{pair:>8}  {hog:4}  {len(ours):4d}  {len(theirs):24d}/{total:<2d}  "
+          "(hog: which run had a CPU-bound process on the other core; noise: the run-to-run noise "
+          "of p50 compare measured between the two runs, one standard deviation)")
+    print(f"{'pair':>8}  {'hog':4}  {'noise':>6}  {'ours':>4}  {'pytest-benchmark median:10%':>27}  ours flagged")
+    for pair, hog, ours, theirs, total, noise in aa_rows:
+        print(f"{pair:>8}  {hog:4}  {noise:5.1f}%  {len(ours):4d}  {len(theirs):24d}/{total:<2d}  "
               f"{', '.join(short(t) for t in ours) or '-'}")
     if aa_rows:
         print(f"false alarms (pairs with any flagged benchmark): ours {sum(1 for r in aa_rows if r[2])} "
@@ -164,12 +168,12 @@ def analyze(out: Path, pairs: int) -> None:
               f"pytest-benchmark {sum(len(r[3]) for r in aa_rows)}")
     print()
     print(f"Slowdown: {SLOWED} 20% slower in the second run; it must be flagged, and nothing else")
-    print(f"{'pair':>8}  {'hog':4}  {'ours: found':11}  {'others':>6}  "
+    print(f"{'pair':>8}  {'hog':4}  {'noise':>6}  {'ours: found':11}  {'others':>6}  "
           f"{'pytest-benchmark: found':23}  {'others':>6}")
-    for pair, hog, ours, theirs, _ in slow_rows:
+    for pair, hog, ours, theirs, _, noise in slow_rows:
         found = [any(short(t) == SLOWED for t in flagged) for flagged in (ours, theirs)]
         others = [sum(1 for t in flagged if short(t) != SLOWED) for flagged in (ours, theirs)]
-        print(f"{pair:>8}  {hog:4}  {'yes' if found[0] else 'NO':11}  {others[0]:6d}  "
+        print(f"{pair:>8}  {hog:4}  {noise:5.1f}%  {'yes' if found[0] else 'NO':11}  {others[0]:6d}  "
               f"{'yes' if found[1] else 'NO':23}  {others[1]:6d}")
     if slow_rows:
         def count(index: int) -> tuple[int, int]:
