@@ -591,7 +591,7 @@ def _cells(row: Row, geomean: bool = False) -> dict[str, str]:
 
 
 def _worsening(row: Row) -> float:
-    change = row.shift.change if row.shift is not None else row.change
+    change = row.change
     if change is None:
         return math.inf
     return -change if row.metric.higher_is_better else change
