@@ -8,8 +8,10 @@ nanoseconds.
 from __future__ import annotations
 
 import functools
+import os
 import queue
 import threading
+import time
 
 import cachetools
 import hdrh.histogram
@@ -25,6 +27,27 @@ def quick(group: str) -> pytest.MarkDecorator:
     return pytest.mark.benchmark(group=group, max_time=0.2, min_rounds=5)
 
 KEYS = [f"key-{i}" for i in range(LOOPS)]
+
+#: benchmarks/aa_compare.py sets this to inject a known slowdown (0.2: each call of
+#: test_taskqueue_put_get spins for 20% of its own time after it), to check that compare finds it.
+SLOWDOWN_ENV = "PYAGENTBENCH_AA_SLOWDOWN"
+
+
+def slowed(fn):
+    """fn, made slower by the factor in $PYAGENTBENCH_AA_SLOWDOWN (fn itself when it is unset)."""
+    factor = float(os.environ.get(SLOWDOWN_ENV) or 0)
+    if factor <= 0:
+        return fn
+    clock = time.perf_counter_ns
+
+    def slow():
+        start = clock()
+        fn()
+        deadline = clock() + int((clock() - start) * factor)
+        while clock() < deadline:
+            pass
+
+    return slow
 
 
 # ---- TaskQueue: put + get ----
@@ -55,7 +78,7 @@ def test_taskqueue_put_get(benchmark):
             put(i, 0)
             get()
 
-    benchmark(run)
+    benchmark(slowed(run))
 
 
 # ---- TaskQueue: 2 producers + 2 consumers ----

@@ -38,9 +38,52 @@ from ..results.metrics import (
     custom_metric,
     custom_metric_kind,
 )
+from ..results.samples import SAMPLES_KEY, Samples
 from ..results.units import parse_duration, parse_size
 
-__all__ = ["AgentBenchmark", "FixtureSettings"]
+__all__ = ["AgentBenchmark", "FixtureSettings", "environment_fingerprint"]
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def environment_fingerprint() -> dict[str, str]:
+    """What a run's timings depend on beside the code: CPU model and cores, Python version and
+    build, OS, pyagentbench's version and the clock's source. Saved in the run's machine_info; a
+    compare across different fingerprints warns."""
+    import os
+    import platform
+    import sysconfig
+    from importlib import metadata
+
+    try:
+        version = metadata.version("pyagentbench")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    build = ", ".join(platform.python_build())
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        build += ", free-threaded"
+    if sysconfig.get_config_var("Py_DEBUG"):
+        build += ", debug"
+    return {
+        "cpu": _cpu_model(),
+        "cores": str(os.cpu_count() or "unknown"),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "python_build": f"{build}; {platform.python_compiler()}",
+        "os": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "pyagentbench": version,
+        "clock": str(_native.clock_info()["now_ns"].get("source", "unknown")),
+    }
 
 
 class FixtureSettings:
@@ -219,6 +262,13 @@ class AgentBenchmark:
         stats.options["timer"] = "pyagentbench.now_ns"
         for round_ns in measurement.rounds_ns:
             stats.update(round_ns * 1e-9)
+        self._store_samples([round_ns * 1e-9 / measurement.loops for round_ns in measurement.rounds_ns])
+
+    def _store_samples(self, seconds: list[float]) -> None:
+        """The rounds' times per call, in the order they ran, as a bounded summary (see
+        :mod:`pyagentbench.results.samples`) that survives saving without --benchmark-save-data."""
+        if seconds:
+            self.record[SAMPLES_KEY] = Samples.from_values(seconds).bounded().to_json()
 
     def _store(self, metrics: Mapping[str, Any]) -> None:
         self.record.update(metrics)
@@ -522,6 +572,7 @@ class AgentBenchmark:
             stats.options["timer"] = "pyagentbench.now_ns"
             for ns in service_ns:
                 stats.update(ns * 1e-9)
+            self._store_samples([ns * 1e-9 for ns in service_ns])
         metrics = load_metrics(result)
         metrics.update(window.metrics)
         if self._settings.usage_calls and "usage_calls" not in self.record:

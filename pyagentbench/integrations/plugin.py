@@ -26,7 +26,14 @@ from ..results.baseline import (
     read_document,
     saved_tests,
 )
-from ..results.compare import Regression, check_gates, format_regressions, parse_gates
+from ..results.compare import (
+    DEFAULT_ALPHA,
+    FINGERPRINT_KEY,
+    Regression,
+    check_gates,
+    format_regressions,
+    parse_gates,
+)
 from ..results.metrics import CUSTOM_INFO_KEY, METRICS, Metric, metric, metric_key, resolve_metric
 from ..results.slo import check_budgets, merge_markers, parse_budgets
 from ..results.units import format_bytes, format_count, format_duration, format_rate, parse_duration
@@ -85,6 +92,10 @@ class AgentBenchSession:
                     f"--agentbench-compare-fail: gate {gate} needs allocation counts, which "
                     "--agentbench-no-allocs turns off"
                 )
+        alpha = config.getoption("agentbench_alpha")
+        if not 0 < alpha < 1:
+            raise pytest.UsageError(f"--agentbench-alpha must be between 0 and 1 (e.g. 0.01), got {alpha:g}")
+        self.alpha = alpha
         interval = config.getoption("agentbench_sample_interval")
         try:
             self.sample_interval = parse_duration(interval)
@@ -123,6 +134,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "cost_per_call, cpu_per_call, wait_per_call, gc_pause (docs/agent-metrics.md lists all), "
         "and metric.NAME for agent_benchmark.metric(NAME, ...). A saved run that cannot be read "
         "exits with status 2.",
+    )
+    group.addoption(
+        "--agentbench-alpha", metavar="P", type=float, default=DEFAULT_ALPHA,
+        help="significance level of timing gates (mean, p50) on benchmarks with saved samples: "
+        "such a gate fails only when the change is beyond its percentage and significant at P "
+        f"(default {DEFAULT_ALPHA:g})",
     )
     group.addoption(
         "--agentbench-no-resources", action="store_true", default=False,
@@ -472,6 +489,20 @@ def agent_benchmark(benchmark: Any, request: pytest.FixtureRequest) -> Any:
                         pytrace=False)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
+    """Save the environment fingerprint with a run in which agent_benchmark ran (a compare across
+    different fingerprints warns). It is a top-level key of its own: in ``machine_info`` it would
+    make pytest-benchmark warn on every later --benchmark-compare against an older run. A suite
+    that never uses agent_benchmark keeps pytest-benchmark's JSON as it is."""
+    state = config.stash.get(_SESSION_KEY, None)
+    if state is None or not state.records:
+        return
+    from .fixture import environment_fingerprint
+
+    output_json[FINGERPRINT_KEY] = environment_fingerprint()
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     state = session.config.stash.get(_SESSION_KEY, None)
     if state is None:
@@ -539,7 +570,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         [gate.metric for gate in state.gates], state.records, state.saved
     )
     try:
-        state.regressions = check_gates(state.gates, state.records, state.baseline())
+        state.regressions = check_gates(state.gates, state.records, state.baseline(), state.alpha)
     except ValueError as exc:  # a value this run recorded; the saved ones were checked at the start
         state.baseline_problems.append(("this run", str(exc)))
     if state.baseline_problems:

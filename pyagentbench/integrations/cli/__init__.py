@@ -19,10 +19,10 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from . import clocks, report, runs
+from . import clocks, compare, report, runs
 
 #: The subcommand modules, in the order ``--help`` lists them.
-COMMANDS = (clocks, report, runs)
+COMMANDS = (compare, report, runs, clocks)
 
 USAGE_ERROR = 2
 
