@@ -645,3 +645,31 @@ def test_the_top_of_an_int64_range_and_int64_counts_give_exact_percentiles():
     counts.record(1000, count=2**62 - 1)
     assert counts.count == 2**63 - 1
     assert (counts.percentile(100), counts.percentile(50), counts.percentile(99.9)) == (1000, 1, 1000)
+
+
+def test_extreme_ranges_and_values_answer_within_min_and_max():
+    """Ranges and values at the int64 edges (the sanitizer stage runs this under UBSan): each
+    histogram is made or refused (ValueError; OverflowError beyond int64), every record is kept or clamped, and every
+    percentile lies within the exact [min, max]; merges between them keep the count."""
+    top = 2**63 - 1
+    values = [0, 1, 2**31, 2**53 + 1, 2**62, top - 1, top, top + 1, 2**64, -1, -(2**70), 1.5, 1e300,
+              -1e300, float("inf"), float("-inf")]
+    made = []
+    for lowest in (1, 3, 2**31, 2**52, 2**58 - 1, 2**62, top):
+        for highest in (2 * lowest, 2**62, top - 1, top):
+            for figures in (1, 3):
+                try:
+                    h = Histogram(lowest, highest, figures)
+                except (ValueError, OverflowError):  # OverflowError: highest beyond int64
+                    continue
+                for v in values:
+                    h.record(v)
+                assert h.count == len(values) and h.min == 0 and h.max == highest
+                for p in (0, 1e-300, 50, 99.9999999, 100):
+                    assert 0 <= h.percentile(p) <= highest
+                assert h.percentile(100) == highest
+                made.append(h)
+    assert len(made) > 20
+    for a, b in zip(made, made[1:]):
+        a.merge(b)
+        assert a.count == 2 * len(values) and 0 <= a.percentile(50) <= a.max <= a.highest
