@@ -85,6 +85,8 @@ for path in sorted(glob.glob(f"{sys.argv[1]}/memcheck.*.log")):
     others = sum(1 for r in reports if re.search(r"\n==\d+==    (at|by) 0x", r)) - len(ours)
     hooked = sum(1 for r in reports if OURS.search(r) and not through_our_code(r))
     summary = re.search(r"LEAK SUMMARY:\n((?:==\d+==  .*\n)+)", text)
+    if not summary and not ours and not others:
+        continue  # a child between fork() and exec(): nothing to say
     print(f"process {pid.group(1) if pid else '?'}: {command.group(1) if command else ''}")
     if summary:
         for line in summary.group(1).splitlines():
