@@ -1,5 +1,6 @@
-/* Histogram: a fixed-memory HDR-style latency histogram (see histogram.h for the layout).
- * Recording is a clz, a shift and an add; percentiles walk the counts once. */
+/* Histogram: an HDR-style latency histogram whose memory follows the largest value recorded (see
+ * histogram.h for the layout). Recording is a clz, a shift and an add; percentiles walk the counts
+ * once. */
 #include "histogram.h"
 
 #include <math.h>
@@ -64,12 +65,51 @@ pab_hist_init(pab_hist *h, int64_t lowest, int64_t highest, int significant_figu
     }
     h->bucket_count = buckets;
     h->counts_len = (buckets + 1) * h->sub_bucket_half_count;
-    h->counts = (int64_t *)calloc((size_t)h->counts_len, sizeof(int64_t));
-    if (h->counts == NULL) {
-        PyErr_NoMemory();
+    h->counts_alloc = 0; /* allocated by the first record (pab_hist_grow) */
+    h->counts = NULL;
+    h->min = INT64_MAX;
+    return 0;
+}
+
+int
+pab_hist_grow(pab_hist *h, int32_t index)
+{
+    /* To the end of index's half-bucket, within the layout. calloc and a copy rather than realloc:
+     * a large calloc gets pages the kernel zeroes on first touch, so the part no value has reached
+     * yet takes address space but no RSS; realloc would leave the new part to be zeroed here. */
+    int32_t half = h->sub_bucket_half_count;
+    int32_t len = (index / half + 1) * half;
+    if (len > h->counts_len) {
+        len = h->counts_len;
+    }
+    if (len <= h->counts_alloc) {
+        return 0;
+    }
+    int64_t *counts = (int64_t *)calloc((size_t)len, sizeof(int64_t));
+    if (counts == NULL) {
         return -1;
     }
-    h->min = INT64_MAX;
+    if (h->counts_alloc > 0) {
+        memcpy(counts, h->counts, (size_t)h->counts_alloc * sizeof(int64_t));
+    }
+    free(h->counts);
+    h->counts = counts;
+    h->counts_alloc = len;
+    return 0;
+}
+
+int
+pab_hist_copy_counts(const pab_hist *h, int64_t **out)
+{
+    *out = NULL;
+    if (h->counts_alloc == 0) {
+        return 0;
+    }
+    *out = (int64_t *)malloc((size_t)h->counts_alloc * sizeof(int64_t));
+    if (*out == NULL) {
+        return -1;
+    }
+    memcpy(*out, h->counts, (size_t)h->counts_alloc * sizeof(int64_t));
     return 0;
 }
 
@@ -78,12 +118,15 @@ pab_hist_free(pab_hist *h)
 {
     free(h->counts);
     h->counts = NULL;
+    h->counts_alloc = 0;
 }
 
 void
 pab_hist_reset(pab_hist *h)
 {
-    memset(h->counts, 0, (size_t)h->counts_len * sizeof(int64_t));
+    if (h->counts_alloc > 0) {
+        memset(h->counts, 0, (size_t)h->counts_alloc * sizeof(int64_t));
+    }
     h->total_count = 0;
     h->min = INT64_MAX;
     h->max = 0;
@@ -136,7 +179,12 @@ hist_percentile(const pab_hist *h, double p)
                    : wanted >= (double)h->total_count ? h->total_count
                                                       : (int64_t)wanted;
     int64_t seen = 0;
+    /* Every count lies at or below max's index; a dict from from_dict() may claim a max beyond
+     * its counts, whose index is then past the allocation. */
     int32_t last = pab_hist_index(h, h->max);
+    if (last >= h->counts_alloc) {
+        last = h->counts_alloc - 1;
+    }
     for (int32_t i = 0; i <= last; i++) {
         seen += h->counts[i];
         if (seen >= rank) {
@@ -164,8 +212,9 @@ moments_add(double *n, double *mean, double *m2, double count, double value)
     *n = total;
 }
 
-/* Adds src into dst (same layout or not); Chan's formula combines the moments. Returns 0, or -1
- * without changing dst if a count would overflow int64. Needs no Python API.
+/* Adds src into dst (same layout or not); Chan's formula combines the moments. Returns 0; -1
+ * without changing dst if a count would overflow int64; -2 without changing dst's values if its
+ * counts could not grow to src's (MemoryError). Needs no Python API.
  *
  * From another layout, each of src's sub-buckets is re-recorded at its lowest value, and one that
  * starts above dst->highest is clamped to dst->highest. Those values ("re-clamped") are counted in
@@ -197,7 +246,7 @@ hist_merge(pab_hist *dst, const pab_hist *src)
     int64_t reclamped = 0;        /* src values in sub-buckets starting above dst->highest */
     int64_t already_clamped = 0;  /* of those, the ones src had clamped from above itself */
     if (!same && src->highest > dst->highest) {
-        for (int32_t i = 0; i < src->counts_len; i++) {
+        for (int32_t i = 0; i < src->counts_alloc; i++) {
             if (src->counts[i] != 0 && hist_value_at_index(src, i) > dst->highest) {
                 reclamped += src->counts[i]; /* <= src->total_count: cannot overflow */
             }
@@ -241,6 +290,22 @@ hist_merge(pab_hist *dst, const pab_hist *src)
     if (clamped_above == 0) {
         clamped_above_at = 0;
     }
+    /* Room in dst for src's largest value (re-recorded at its sub-bucket's start, within dst's
+     * range, from another layout): the last change that can fail, made before any other. */
+    int32_t src_last = src->counts_alloc - 1;
+    while (src_last >= 0 && src->counts[src_last] == 0) {
+        src_last--;
+    }
+    if (src_last >= 0) {
+        int32_t dst_last = src_last;
+        if (!same) {
+            int64_t value = hist_value_at_index(src, src_last);
+            dst_last = pab_hist_index(dst, value > dst->highest ? dst->highest : value);
+        }
+        if (dst_last >= dst->counts_alloc && pab_hist_grow(dst, dst_last) < 0) {
+            return -2;
+        }
+    }
     /* src's moments, as the values it contributes. */
     double src_mean = src->mean, src_m2 = src->m2;
     if (reclamped == src->total_count) {
@@ -252,7 +317,7 @@ hist_merge(pab_hist *dst, const pab_hist *src)
         double hi = (double)(src->max < dst->highest ? src->max : dst->highest);
         double k = 0.0;
         src_mean = src_m2 = 0.0;
-        for (int32_t i = 0; i < src->counts_len; i++) {
+        for (int32_t i = 0; i < src->counts_alloc; i++) {
             if (src->counts[i] == 0 || hist_value_at_index(src, i) > dst->highest) {
                 continue;
             }
@@ -263,7 +328,7 @@ hist_merge(pab_hist *dst, const pab_hist *src)
         }
         moments_add(&k, &src_mean, &src_m2, (double)reclamped, (double)dst->highest);
     }
-    for (int32_t i = 0; i < src->counts_len; i++) {
+    for (int32_t i = 0; i < src->counts_alloc; i++) {
         int64_t c = src->counts[i];
         if (c == 0) {
             continue;
@@ -359,12 +424,15 @@ pab_histogram_from_hist(pab_state *state, const pab_hist *h)
         return NULL;
     }
     self->hist = *h;
-    self->hist.counts = (int64_t *)malloc((size_t)h->counts_len * sizeof(int64_t));
-    if (self->hist.counts == NULL) {
+    self->hist.counts = NULL;
+    self->hist.counts_alloc = 0; /* what dealloc frees, should the copy fail */
+    int64_t *counts;
+    if (pab_hist_copy_counts(h, &counts) < 0) {
         Py_DECREF(self);
         return PyErr_NoMemory();
     }
-    memcpy(self->hist.counts, h->counts, (size_t)h->counts_len * sizeof(int64_t));
+    self->hist.counts = counts;
+    self->hist.counts_alloc = h->counts_alloc;
     return (PyObject *)self;
 }
 
@@ -411,8 +479,8 @@ hist_convert_value(PyObject *obj, int64_t *out, const char *where)
 
 /* Records value count times, applying the out-of-range policy. Returns -2 (no error set, nothing
  * changed) for a value outside [0, highest] with clamp=False: the caller reports it with
- * hist_out_of_range() once the object lock is released. -1 with OverflowError (and nothing
- * changed) if a count would overflow int64. */
+ * hist_out_of_range() once the object lock is released. -1 with OverflowError or MemoryError (and
+ * nothing changed) if a count would overflow int64 or the counts could not grow to the value. */
 static inline int
 hist_record_checked(pab_hist *h, int64_t value, int64_t count)
 {
@@ -429,8 +497,14 @@ hist_record_checked(pab_hist *h, int64_t value, int64_t count)
         above = value > h->highest;
         value = value < 0 ? 0 : h->highest;
     }
-    if (count > 0 && pab_hist_record_in_range(h, value, count) < 0) {
-        hist_overflow("record()");
+    int rc = count > 0 ? pab_hist_record_in_range(h, value, count) : 0;
+    if (rc < 0) {
+        if (rc == -2) {
+            PyErr_NoMemory();
+        }
+        else {
+            hist_overflow("record()");
+        }
         return -1;
     }
     if (above) {
@@ -760,31 +834,29 @@ histogram_merge(PyObject *op, PyObject *other)
                             Py_TYPE(other)->tp_name);
     }
     HistogramObject *src = (HistogramObject *)other;
+    int rc;
     if (src == self) {
-        pab_hist copy = self->hist;
-        copy.counts = (int64_t *)malloc((size_t)copy.counts_len * sizeof(int64_t));
-        if (copy.counts == NULL) {
-            return PyErr_NoMemory();
-        }
-        memcpy(copy.counts, self->hist.counts, (size_t)copy.counts_len * sizeof(int64_t));
+        /* A snapshot of the histogram, taken under the same lock as the merge. */
         PAB_OBJECT_LOCK(self);
-        int rc = hist_merge(&self->hist, &copy);
+        pab_hist copy = self->hist;
+        rc = pab_hist_copy_counts(&self->hist, &copy.counts) < 0 ? -2 : hist_merge(&self->hist, &copy);
         PAB_OBJECT_UNLOCK(self);
         free(copy.counts);
-        if (rc < 0) {
-            return hist_overflow("merge()");
-        }
-        Py_RETURN_NONE;
     }
-    /* Lock in address order so two threads merging a into b and b into a cannot deadlock. */
-    HistogramObject *first = self < src ? self : src, *second = self < src ? src : self;
-    PAB_OBJECT_LOCK(first);
-    PAB_OBJECT_LOCK(second);
-    (void)first;
-    (void)second;
-    int rc = hist_merge(&self->hist, &src->hist);
-    PAB_OBJECT_UNLOCK(second);
-    PAB_OBJECT_UNLOCK(first);
+    else {
+        /* Lock in address order so two threads merging a into b and b into a cannot deadlock. */
+        HistogramObject *first = self < src ? self : src, *second = self < src ? src : self;
+        PAB_OBJECT_LOCK(first);
+        PAB_OBJECT_LOCK(second);
+        (void)first;
+        (void)second;
+        rc = hist_merge(&self->hist, &src->hist);
+        PAB_OBJECT_UNLOCK(second);
+        PAB_OBJECT_UNLOCK(first);
+    }
+    if (rc == -2) {
+        return PyErr_NoMemory();
+    }
     if (rc < 0) {
         return hist_overflow("merge()");
     }
@@ -810,15 +882,16 @@ histogram_copy(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (copy == NULL) {
         return NULL;
     }
-    int64_t *counts = (int64_t *)malloc((size_t)self->hist.counts_len * sizeof(int64_t));
-    if (counts == NULL) {
-        Py_DECREF(copy);
+    int64_t *counts;
+    PAB_OBJECT_LOCK(self);
+    pab_hist snapshot = self->hist;
+    int rc = pab_hist_copy_counts(&self->hist, &counts);
+    PAB_OBJECT_UNLOCK(self);
+    if (rc < 0) {
+        Py_DECREF(copy); /* its counts are NULL (tp_alloc zeroes): nothing to free */
         return PyErr_NoMemory();
     }
-    PAB_OBJECT_LOCK(self);
-    copy->hist = self->hist;
-    memcpy(counts, self->hist.counts, (size_t)self->hist.counts_len * sizeof(int64_t));
-    PAB_OBJECT_UNLOCK(self);
+    copy->hist = snapshot;
     copy->hist.counts = counts;
     return (PyObject *)copy;
 }
@@ -832,7 +905,7 @@ histogram_to_dict(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (counts == NULL) {
         return NULL;
     }
-    for (int32_t i = 0; i < h->counts_len; i++) {
+    for (int32_t i = 0; i < h->counts_alloc; i++) {
         if (h->counts[i] == 0) {
             continue;
         }
@@ -961,6 +1034,10 @@ histogram_from_dict(PyObject *cls, PyObject *data)
             PyErr_Format(PyExc_ValueError, "from_dict(): bad counts entry [%lld, %lld]", index, c);
             goto error;
         }
+        if (index >= self->hist.counts_alloc && pab_hist_grow(&self->hist, (int32_t)index) < 0) {
+            PyErr_NoMemory();
+            goto error;
+        }
         int64_t bucket;
         if (__builtin_add_overflow(self->hist.counts[index], (int64_t)c, &bucket) ||
             __builtin_add_overflow(total, (int64_t)c, &total)) {
@@ -1040,7 +1117,7 @@ HIST_INT_GETTER(clamped, h->clamped_count)
 HIST_INT_GETTER(lowest, h->lowest)
 HIST_INT_GETTER(highest, h->highest)
 HIST_INT_GETTER(significant_figures, h->significant_figures)
-HIST_INT_GETTER(memory_bytes, (int64_t)sizeof(HistogramObject) + (int64_t)h->counts_len * 8)
+HIST_INT_GETTER(memory_bytes, (int64_t)sizeof(HistogramObject) + (int64_t)h->counts_alloc * 8)
 
 static PyObject *
 histogram_get_mean(PyObject *op, void *Py_UNUSED(closure))
@@ -1078,7 +1155,8 @@ static PyGetSetDef histogram_getset[] = {
     {"clamp", histogram_get_clamp, NULL,
      "True: out-of-range values are clamped and counted; False: they raise ValueError.", NULL},
     {"memory_bytes", histogram_get_memory_bytes, NULL,
-     "Bytes this histogram holds (fixed at construction).", NULL},
+     "Bytes this histogram holds now: the object and the counts up to the bucket of the largest "
+     "value recorded (a fresh histogram holds no counts; reset() keeps them).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -1121,9 +1199,10 @@ static PyType_Slot histogram_slots[] = {
     {Py_tp_getset, histogram_getset},
     {Py_tp_doc,
      "Histogram(lowest=1, highest=3_600_000_000_000, significant_figures=3, clamp=True)\n--\n\n"
-     "Fixed-memory latency histogram (HDR-style log-linear buckets). Tracks integer values in "
-     "[0, highest] (default: one hour in nanoseconds) with significant_figures decimal digits of "
-     "precision; min and max are exact; recording never allocates."},
+     "Latency histogram (HDR-style log-linear buckets). Tracks integer values in [0, highest] "
+     "(default: one hour in nanoseconds) with significant_figures decimal digits of precision; "
+     "min and max are exact. Its memory follows the largest value recorded: a record() that "
+     "reaches a new half-bucket grows the counts to it, any other record() never allocates."},
     {0, NULL},
 };
 

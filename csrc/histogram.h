@@ -2,7 +2,13 @@
  *
  * The value range [0, highest] is split into buckets of doubling width; each bucket holds
  * sub_bucket_half_count linear sub-buckets, so every recorded value lands in a sub-bucket whose width
- * is at most value / 10^significant_figures. Memory is fixed at init; recording never allocates.
+ * is at most value / 10^significant_figures.
+ *
+ * Memory follows what is recorded: a value's index depends on the value alone (not on highest), so
+ * the counts are a prefix of the whole layout (counts_len entries), allocated up to the half-bucket
+ * holding the largest value recorded (counts_alloc entries; none while nothing is recorded). A
+ * value beyond the prefix grows it (pab_hist_grow, at most once per half-bucket: 33 times for the
+ * defaults); every other record touches no allocator. Entries past counts_alloc are zero.
  */
 #ifndef PYAGENTBENCH_HISTOGRAM_H
 #define PYAGENTBENCH_HISTOGRAM_H
@@ -35,7 +41,8 @@ typedef struct {
     int32_t sub_bucket_half_count;
     int64_t sub_bucket_mask;
     int32_t bucket_count;
-    int32_t counts_len;
+    int32_t counts_len;         /* entries of the whole layout, [0, highest] */
+    int32_t counts_alloc;       /* entries allocated: a prefix of counts_len, 0 while empty */
     int64_t total_count;
     int64_t min;                /* exact; INT64_MAX while empty */
     int64_t max;                /* exact; 0 while empty */
@@ -46,14 +53,24 @@ typedef struct {
                                  * brought them from a narrower histogram); 0 while there are none */
     double mean;                /* running mean and sum of squared deviations (Welford / Chan) */
     double m2;
-    int64_t *counts;            /* counts_len entries */
+    int64_t *counts;            /* counts_alloc entries; NULL while counts_alloc is 0 */
 } pab_hist;
 
-/* Sets up h for the given range; allocates its counts. Returns 0, or -1 with ValueError or
- * MemoryError set. */
+/* Sets up h for the given range, with no counts allocated yet. Returns 0, or -1 with ValueError
+ * set. */
 int pab_hist_init(pab_hist *h, int64_t lowest, int64_t highest, int significant_figures, int clamp);
 void pab_hist_free(pab_hist *h);
+/* Forgets every value; keeps the counts allocated. */
 void pab_hist_reset(pab_hist *h);
+
+/* Grows the counts to hold index (< counts_len), zeroing the new entries. Returns 0, or -1 with
+ * nothing changed if memory is short (no exception set: needs no Python API, safe without the GIL
+ * under the owner's lock). */
+int pab_hist_grow(pab_hist *h, int32_t index);
+
+/* A copy of h's allocated counts into *out (NULL when h has none). 0, or -1 if memory is short
+ * (no exception set). Needs no Python API. */
+int pab_hist_copy_counts(const pab_hist *h, int64_t **out);
 
 static inline int32_t
 pab_hist_index(const pab_hist *h, int64_t value)
@@ -65,13 +82,17 @@ pab_hist_index(const pab_hist *h, int64_t value)
            (sub_bucket - h->sub_bucket_half_count);
 }
 
-/* Records count occurrences of value, which must already be within [0, highest]. Returns 0, or -1
- * without changing anything if a count would overflow int64 (the caller raises OverflowError).
- * Needs no Python API (safe without the GIL under the owner's lock). */
+/* Records count occurrences of value, which must already be within [0, highest]. Returns 0; -1
+ * without changing anything if a count would overflow int64 (the caller raises OverflowError);
+ * -2 without changing anything if growing the counts to the value failed (MemoryError). Needs no
+ * Python API (safe without the GIL under the owner's lock). */
 static inline int
 pab_hist_record_in_range(pab_hist *h, int64_t value, int64_t count)
 {
     int32_t index = pab_hist_index(h, value);
+    if (index >= h->counts_alloc && pab_hist_grow(h, index) < 0) {
+        return -2;
+    }
     int64_t bucket, n;
     if (__builtin_add_overflow(h->counts[index], count, &bucket) ||
         __builtin_add_overflow(h->total_count, count, &n)) {

@@ -260,13 +260,17 @@ queue_take(TaskQueueObject *self)
     if (waited < 0) {
         waited = 0;
     }
-    /* One count per get: the int64 counts cannot overflow (2**63 gets), so the overflow result
-     * is not checked and the clamped count matches the recorded one. */
-    if (waited > self->wait_ns.highest) {
+    /* One count per get: the int64 counts cannot overflow (2**63 gets). The histogram's counts
+     * grow to the largest wait so far (allocated by the first get); if memory is short for that,
+     * the wait goes unrecorded (wait_ns.count then falls short of gets): no exception can be
+     * raised here, where the GIL may not be held. */
+    int above = waited > self->wait_ns.highest;
+    if (above) {
         waited = self->wait_ns.highest;
+    }
+    if (pab_hist_record_in_range(&self->wait_ns, waited, 1) == 0 && above) {
         pab_hist_count_clamped_above(&self->wait_ns, 1);
     }
-    (void)pab_hist_record_in_range(&self->wait_ns, waited, 1);
     if (self->waiting_putters > 0) {
         pthread_cond_signal(&self->not_full);
     }
@@ -880,18 +884,17 @@ static PyObject *
 queue_stats(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     TaskQueueObject *self = (TaskQueueObject *)op;
-    pab_hist snapshot;
-    int64_t *counts = (int64_t *)malloc((size_t)self->wait_ns.counts_len * sizeof(int64_t));
-    if (counts == NULL) {
-        return PyErr_NoMemory();
-    }
-    pthread_mutex_lock(&self->mutex);
-    snapshot = self->wait_ns;
-    memcpy(counts, self->wait_ns.counts, (size_t)snapshot.counts_len * sizeof(int64_t));
+    int64_t *counts;
+    pthread_mutex_lock(&self->mutex); /* malloc needs no GIL: the lock rule holds */
+    pab_hist snapshot = self->wait_ns;
+    int copied = pab_hist_copy_counts(&self->wait_ns, &counts);
     unsigned long long puts = self->puts, gets = self->gets;
     Py_ssize_t depth = self->size, max_depth = self->max_depth;
     long long unfinished = self->unfinished;
     pthread_mutex_unlock(&self->mutex);
+    if (copied < 0) {
+        return PyErr_NoMemory();
+    }
     snapshot.counts = counts;
     PyObject *histogram = pab_histogram_from_hist(self->state, &snapshot);
     free(counts);
@@ -967,6 +970,7 @@ taskqueue_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     self->state = state;
     self->maxsize = maxsize;
+    /* Allocates no counts: they grow with the waits recorded (histogram.h). */
     if (pab_hist_init(&self->wait_ns, 1, INT64_C(3600000000000), 3, 1) < 0) {
         Py_DECREF(self);
         return NULL;

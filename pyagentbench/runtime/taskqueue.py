@@ -44,7 +44,8 @@ class TaskQueue(_native.TaskQueue):
     ``task_done``, ``join(timeout=None) -> bool``, ``close``, ``stats``, and the coroutines
     :meth:`aget` and :meth:`aput`. ``stats()`` returns ``puts``, ``gets``, ``depth``,
     ``max_depth``, ``unfinished`` and ``wait_ns``, a :class:`~pyagentbench.Histogram` of each
-    item's nanoseconds from put to get.
+    item's nanoseconds from put to get, whose counts the queue holds only as far as its longest
+    wait needs (an idle queue holds none).
     """
 
     __slots__ = ()

@@ -123,7 +123,9 @@ def test_tails_of_a_100ns_function_are_near_its_rounds():
 def test_tails_memory_is_fixed():
     m = measure(lambda: None, max_time=0.2)
     assert m.calls.count >= timers.PER_CALL_PASS_MIN_CALLS
-    assert m.calls.memory_bytes == _native.Histogram().memory_bytes
+    whole = _native.Histogram()
+    whole.record(whole.highest)  # counts for the whole range: the most a histogram holds
+    assert m.calls.memory_bytes <= whole.memory_bytes
 
 
 def test_per_call_pass_keeps_the_final_timed_calls_result():
@@ -403,4 +405,6 @@ def test_per_call_and_stream_loops_do_not_leak():
             pass
 
     assert rss_growth_bytes(op, 1_000_000) < 4 * 2**20
-    assert calls.memory_bytes == _native.Histogram().memory_bytes
+    whole = _native.Histogram()
+    whole.record(whole.highest)  # counts for the whole range: the most a histogram holds
+    assert calls.memory_bytes <= whole.memory_bytes

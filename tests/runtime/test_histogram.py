@@ -213,22 +213,138 @@ def test_from_dict_rejects_inconsistent_data():
         Histogram.from_dict(good)
 
 
-def test_memory_is_fixed_and_recording_does_not_allocate():
+def counts_bytes(largest: int) -> int:
+    """What the counts of a Histogram() (3 figures: 2048 sub-buckets, halves of 1024) hold once
+    `largest` is recorded, by the layout: values below 2048 sit in the first two halves, one half
+    per 1024; a value of bit length L >= 12 sits in bucket b = L - 11, whose half-bucket of 1024
+    counts is the (b + 2)nd; the counts reach the end of it, 8 bytes each."""
+    halves = largest // 1024 + 1 if largest < 2048 else largest.bit_length() - 11 + 2
+    return halves * 1024 * 8
+
+
+def test_memory_follows_the_largest_value_recorded():
     h = Histogram()
-    size = h.memory_bytes
+    empty = h.memory_bytes
+    assert empty < 512, "a fresh histogram holds no counts"
+    assert h.percentile(50) == 0 and h.to_dict()["counts"] == [] and h.copy().memory_bytes == empty
+    expected = 0
+    for value in (0, 100, 1023, 1024, 2047, 2048, 5000, 10**6, 10**6 - 1, 10**9, 3 * 10**9, 1):
+        h.record(value)
+        expected = max(expected, counts_bytes(value))
+        assert h.memory_bytes - empty == expected, value
+    assert h.memory_bytes - empty == 23 * 1024 * 8  # 3 s: bit length 32, bucket 21, 23 halves
+    h.record(3_600_000_000_000)  # the whole range: 33 halves, what every Histogram() used to hold
+    assert h.memory_bytes - empty == 33 * 1024 * 8 == 270_336
+    h.record(10**30)  # clamped to highest: no further
+    assert h.memory_bytes - empty == 270_336
+    low = Histogram(significant_figures=1)  # 32 sub-buckets, halves of 16 counts
+    low.record(3_600_000_000_000)
+    assert low.memory_bytes - empty == (42 - 5 + 2) * 16 * 8 < 270_336 // 40
+    two = Histogram(significant_figures=2)  # 256 sub-buckets, halves of 128: bucket 34, 36 halves
+    two.record(3_600_000_000_000)
+    assert two.memory_bytes - empty == 36 * 1024  # docs/runtime.md: 36 KiB
+    # docs/runtime.md's figures for the defaults: under 1 us, 1 ms, 1 s, the whole range.
+    for value, kib in ((999, 8), (10**6, 88), (10**9, 168), (3_600_000_000_000, 264)):
+        one = Histogram()
+        one.record(value)
+        assert one.memory_bytes - empty == kib * 1024, value
+
+
+def test_the_counts_grow_at_most_33_times():
+    """Values that reach each of the 33 halves in turn: each grows the counts once."""
+    h = Histogram()
+    sizes = {h.memory_bytes}
+    for value in [0, 1024] + [2**bits for bits in range(11, 42)] + [3_600_000_000_000]:
+        h.record(value)
+        sizes.add(h.memory_bytes)
+    assert len(sizes) - 1 == 33
+
+
+@pytest.mark.no_sanitizer(reason="ASan reserves terabytes of shadow memory: an address-space limit "
+                          "stops it from starting")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS as Linux enforces it")
+def test_a_record_that_cannot_grow_the_counts_raises_memoryerror_and_records_nothing():
+    code = '''
+import resource
+from pyagentbench import Histogram
+h = Histogram()
+h.record(5)
+held = h.memory_bytes
+vm = int([l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + 64 * 1024, resource.RLIM_INFINITY))
+try:
+    h.record(3_600_000_000_000)  # 264 KiB of counts: more than the limit leaves
+except MemoryError:
+    print("MemoryError", h.count, h.max, h.memory_bytes == held)
+'''
+    done = run_isolated(code)
+    assert done.stdout.split() == ["MemoryError", "1", "5", "True"], done.stderr
+
+
+def test_recording_within_the_counts_held_allocates_nothing():
+    """Only a value beyond the half-bucket reached so far grows the counts: recording values
+    below it changes nothing, and neither does reset(), which keeps the counts."""
+    h = Histogram()
+    h.record(10**6)
+    held = h.memory_bytes
     record = h.record
-    tracemalloc.start()
-    try:
-        record(100)
-        before, _ = tracemalloc.get_traced_memory()
-        for _ in range(10_000):
-            record(100)
-        after, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert after - before < 1024
-    assert h.memory_bytes == size
-    assert Histogram(significant_figures=1).memory_bytes < size
+    for value in range(0, 10**6, 97):
+        record(value)
+    assert h.memory_bytes == held
+    h.reset()
+    assert h.memory_bytes == held and h.count == 0 and h.percentile(99) == 0
+    h.record(5)
+    assert h.percentile(100) == 5 and h.memory_bytes == held
+
+
+@pytest.mark.parametrize("order", ["ascending", "descending", "shuffled"])
+def test_percentiles_are_exact_to_the_precision_as_the_counts_grow(order):
+    """Values over the whole range, recorded so that the counts grow at almost every record
+    (ascending), once (descending) or in between, give the same percentiles: the exact ones,
+    within 10**-3."""
+    values = sorted({int(1.37**k) for k in range(90)} | {0, 3_600_000_000_000})
+    if order == "descending":
+        values.reverse()
+    elif order == "shuffled":
+        random.Random(7).shuffle(values)
+    h = Histogram()
+    for v in values:
+        h.record(v)
+    exact = sorted(values)
+    for p in (0, 1, 10, 25, 50, 75, 90, 99, 99.9, 100):
+        want = exact_percentile(exact, p)
+        got = h.percentile(p)
+        assert want <= got <= want + want // 1000, (p, want, got)
+    assert (h.min, h.max, h.count) == (0, 3_600_000_000_000, len(values))
+
+
+def test_copy_merge_and_dicts_carry_only_the_counts_recorded():
+    small = Histogram()
+    small.record(1000)
+    wide = Histogram(1, 2**62)
+    wide.record(5 * 10**9)
+    wide.record(7)
+    assert small.copy().memory_bytes == small.memory_bytes
+    assert Histogram.from_dict(small.to_dict()).memory_bytes == small.memory_bytes
+    merged = Histogram()
+    merged.merge(small)
+    assert merged.memory_bytes == small.memory_bytes and merged.percentile(100) == 1000
+    merged.merge(wide)  # another layout: 5 s lands in bucket 22 of this one
+    assert merged.memory_bytes - Histogram().memory_bytes == counts_bytes(5 * 10**9)
+    assert merged.count == 3 and merged.max == 5 * 10**9 and merged.percentile(0) == 7
+    assert 5 * 10**9 <= merged.percentile(100) <= 5 * 10**9 * 1.001
+    merged.merge(merged)
+    assert merged.count == 6 and merged.percentile(50) == 1000
+
+
+def test_from_dict_with_a_max_beyond_its_counts_stays_within_them():
+    """A hand-written dict may give a max above its highest count (within highest): percentiles
+    walk only the counts held, and still answer within [min, max]."""
+    data = Histogram().to_dict()
+    data.update(count=1, min=10, max=10**9, counts=[[10, 1]], mean=10.0, m2=0.0)
+    h = Histogram.from_dict(data)
+    assert h.memory_bytes - Histogram().memory_bytes == counts_bytes(10)
+    assert 10 <= h.percentile(100) <= 10**9
 
 
 def test_threads_recording_concurrently_lose_nothing():
@@ -529,3 +645,31 @@ def test_the_top_of_an_int64_range_and_int64_counts_give_exact_percentiles():
     counts.record(1000, count=2**62 - 1)
     assert counts.count == 2**63 - 1
     assert (counts.percentile(100), counts.percentile(50), counts.percentile(99.9)) == (1000, 1, 1000)
+
+
+def test_extreme_ranges_and_values_answer_within_min_and_max():
+    """Ranges and values at the int64 edges (the sanitizer stage runs this under UBSan): each
+    histogram is made or refused (ValueError; OverflowError beyond int64), every record is kept or clamped, and every
+    percentile lies within the exact [min, max]; merges between them keep the count."""
+    top = 2**63 - 1
+    values = [0, 1, 2**31, 2**53 + 1, 2**62, top - 1, top, top + 1, 2**64, -1, -(2**70), 1.5, 1e300,
+              -1e300, float("inf"), float("-inf")]
+    made = []
+    for lowest in (1, 3, 2**31, 2**52, 2**58 - 1, 2**62, top):
+        for highest in (2 * lowest, 2**62, top - 1, top):
+            for figures in (1, 3):
+                try:
+                    h = Histogram(lowest, highest, figures)
+                except (ValueError, OverflowError):  # OverflowError: highest beyond int64
+                    continue
+                for v in values:
+                    h.record(v)
+                assert h.count == len(values) and h.min == 0 and h.max == highest
+                for p in (0, 1e-300, 50, 99.9999999, 100):
+                    assert 0 <= h.percentile(p) <= highest
+                assert h.percentile(100) == highest
+                made.append(h)
+    assert len(made) > 20
+    for a, b in zip(made, made[1:]):
+        a.merge(b)
+        assert a.count == 2 * len(values) and 0 <= a.percentile(50) <= a.max <= a.highest

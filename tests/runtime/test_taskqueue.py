@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import weakref
 
 import pytest
 
-from pyagentbench import Histogram, QueueClosed, TaskQueue
+from pyagentbench import Histogram, QueueClosed, TaskQueue, now_ns
 from leakcheck import rss_growth_bytes
 
 
@@ -328,6 +329,81 @@ def test_stats_report_depth_and_wait_times():
     q.get()
     assert stats["wait_ns"].count == 3, "stats() returns a snapshot"
     assert q.stats()["wait_ns"].count == 4
+
+
+# ---- the wait histogram: sized to the waits recorded (issue 19) ----
+
+
+def wait_counts_bytes(largest: int) -> int:
+    """What the counts of a queue's wait histogram (1 ns to 1 hour, 3 figures: 2048 sub-buckets,
+    halves of 1024) hold once `largest` is recorded: values below 2048 ns fill the first two
+    halves, one per 1024; a value of bit length L >= 12 lies in bucket L - 11, the (L - 9)th half;
+    the counts reach the end of that half, 8 bytes each."""
+    halves = largest // 1024 + 1 if largest < 2048 else largest.bit_length() - 9
+    return halves * 1024 * 8
+
+
+def vm_status_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name == field:
+                return int(value.split()[0]) * 1024
+    raise LookupError(field)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc/self/status (Linux)")
+@pytest.mark.no_sanitizer(
+    reason="ASan's allocator maps its own regions and redzones: address space does not follow the "
+    "program's allocations")
+def test_idle_queues_take_no_address_space_for_their_wait_histogram():
+    """Each queue used to calloc its whole wait histogram when made: 33 half-buckets of 1024
+    int64 counts, 264 KiB of address space a queue, 264 MiB per 1,000 (measured before: +268.5 KiB
+    of VmSize a queue over 10,000). Now the counts come with the first get, and an idle queue is
+    its object: ~0.5 KiB (its fields, a mutex, three conditions, the histogram's bookkeeping).
+    Bound: 2 MiB per 1,000 queues (2 KiB a queue: the object with room for the allocator's own
+    steps), measured over 10,000 so that heap and arena growth averages out."""
+    gc.collect()
+    before = vm_status_bytes("VmSize")
+    queues = [TaskQueue() for _ in range(10_000)]
+    per_thousand = (vm_status_bytes("VmSize") - before) / 10
+    assert per_thousand < 2 * 1024 * 1024, per_thousand
+    empty = Histogram().memory_bytes
+    assert [q.stats()["wait_ns"].memory_bytes for q in queues[:3]] == [empty] * 3
+
+
+def test_wait_percentiles_match_waits_bracketed_by_the_clock():
+    """Each item's wait, from put to get, lies between two readings of the queue's own clock
+    (now_ns): from put's return to get's call, and from put's call to get's return. The waits
+    range from microseconds to 60 ms, so the counts grow as larger waits come; each percentile
+    lies between the brackets of its rank (the k-th smallest wait is at least the k-th smallest
+    lower bound and at most the k-th smallest upper bound), within the histogram's 10**-3 above.
+    The counts held reach the largest wait's half-bucket and no further."""
+    q = TaskQueue()
+    sleeps = [0, 0.001, 0, 0.01, 0.003, 0.06, 0, 0.02, 0.0002]
+    lows, highs = [], []
+    for seconds in sleeps:
+        a = now_ns()
+        q.put(seconds)
+        b = now_ns()
+        if seconds:
+            time.sleep(seconds)
+        c = now_ns()
+        assert q.get() == seconds
+        d = now_ns()
+        lows.append(c - b)
+        highs.append(d - a)
+    lows.sort()
+    highs.sort()
+    wait = q.stats()["wait_ns"]
+    assert wait.count == len(sleeps) and wait.clamped == 0
+    assert lows[-1] >= 60_000_000 * 0.999
+    for p in (0, 10, 25, 50, 75, 90, 99, 100):
+        rank = max(1, math.ceil(p / 100 * len(sleeps)))
+        assert lows[rank - 1] <= wait.percentile(p) <= highs[rank - 1] * 1.001 + 1, p
+    assert lows[-1] <= wait.max <= highs[-1]
+    assert wait.memory_bytes - Histogram().memory_bytes == wait_counts_bytes(wait.max)
+    assert wait_counts_bytes(wait.max) < 264 * 1024
 
 
 def test_queue_holding_a_cycle_is_collected():
