@@ -63,6 +63,8 @@ class Metric:
     ``keys`` are the record keys holding it, the first present wins (a load run's latency
     percentile before the timing loop's). ``higher_is_better`` tells which way is a regression.
     ``floor`` is the default absolute floor of a gate on it (0: none), in the metric's unit.
+    ``deterministic`` metrics (callgrind's instruction counts) repeat exactly on the same code, so
+    a change needs no significance test: any change beyond the gate's percentage is real.
     """
 
     name: str
@@ -70,6 +72,7 @@ class Metric:
     kind: str  # "duration" (s), "size" (bytes), "count", "rate" (per s), "ratio" (0-1), "percent"
     higher_is_better: bool = False
     floor: float = 0.0
+    deterministic: bool = False
 
     @property
     def worse(self) -> str:
@@ -109,6 +112,8 @@ METRICS: dict[str, Metric] = {
         Metric("max", ("latency_max_s", "max_s"), "duration"),
         Metric("ttft", ("ttft_s",), "duration"),
         Metric("inter_item", ("inter_item_s",), "duration"),
+        Metric("instructions", ("instructions_per_call",), "count", deterministic=True),
+        Metric("est_cycles", ("est_cycles_per_call",), "count", deterministic=True),
     )
 }
 

@@ -32,6 +32,7 @@ BUDGETS: dict[str, tuple[str, str]] = {
     "max_cpu_percent": ("cpu_percent", "max"),
     "min_throughput": ("throughput", "min"),
     "max_error_rate": ("error_rate", "max"),
+    "max_instructions_per_call": ("instructions", "max"),  # under --agentbench-instructions
 }
 
 

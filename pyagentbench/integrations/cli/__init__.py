@@ -19,10 +19,10 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from . import clocks, report, runs
+from . import clocks, instructions, report, runs
 
 #: The subcommand modules, in the order ``--help`` lists them.
-COMMANDS = (clocks, report, runs)
+COMMANDS = (clocks, report, runs, instructions)
 
 USAGE_ERROR = 2
 
