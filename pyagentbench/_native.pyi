@@ -195,6 +195,10 @@ def callgrind_count(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Optio
 def running_on_valgrind() -> bool:
     """True when this process runs under valgrind."""
 
+def callgrind_instrumentation(on: bool, /) -> None:
+    """Turn callgrind's instrumentation on or off for the whole process (a no-op when built without
+    valgrind's callgrind.h, or outside valgrind)."""
+
 def callgrind_client_requests() -> bool:
     """True when built with valgrind's callgrind.h (client requests bound the window); False when
     valgrind must be started with --zero-before=/--dump-after= naming CALLGRIND_WINDOW_SYMBOL."""

@@ -149,7 +149,11 @@ def valgrind_command(argv: Sequence[str], out_dir: str | os.PathLike[str]) -> li
         *(f"--{name}={','.join(map(str, geometry))}" for name, geometry in CACHE_GEOMETRY.items()),
         f"--callgrind-out-file={Path(out_dir) / 'callgrind.out'}",
     ]
-    if not _native.callgrind_client_requests():  # built without valgrind's header: name the window
+    if _native.callgrind_client_requests():
+        # Uninstrumented outside the benchmarks (pytest, imports, fixtures): valgrind runs them a few
+        # times slower instead of 50-100 times; each count turns instrumentation on around its calls.
+        command.append("--instr-atstart=no")
+    else:  # built without valgrind's header: name the window function
         symbol = _native.CALLGRIND_WINDOW_SYMBOL
         command += [f"--zero-before={symbol}", f"--dump-after={symbol}"]
     return command + list(argv)
@@ -249,6 +253,15 @@ def asyncio_loop_running() -> bool:
 
 def _count(fn: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any] | None, loops: int,
            name: str, folder: Path) -> InstructionCount:
+    _native.callgrind_instrumentation(True)  # before the warm call: it warms the simulated caches
+    try:
+        return _count_instrumented(fn, args, kwargs, loops, name, folder)
+    finally:
+        _native.callgrind_instrumentation(False)
+
+
+def _count_instrumented(fn: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any] | None,
+                        loops: int, name: str, folder: Path) -> InstructionCount:
     target, call_args, call_kwargs, close, result = _callable_for_count(fn, tuple(args), kwargs)
     before = _dump_numbers(folder)
     try:
