@@ -198,4 +198,8 @@ def test_async_targets_are_awaited_and_their_result_returned(two_runs):
 @pytest.mark.no_sanitizer("valgrind cannot run a program built with ASan")
 def test_two_runs_count_the_same(two_runs):
     first, second = two_runs
-    assert first == second
+    threaded = first.pop("threaded"), second.pop("threaded")
+    assert first == second  # one thread: exactly the same instructions
+    # Starting and joining a thread waits for the other thread, and how long a wait spins depends
+    # on valgrind's thread scheduling: close, not exact.
+    assert abs(threaded[0] - threaded[1]) / threaded[0] < 0.01
