@@ -24,7 +24,7 @@ native_exec(PyObject *module)
     if (pab_clock_exec(module, state) < 0 || pab_runner_exec(module, state) < 0 ||
         pab_histogram_exec(module, state) < 0 || pab_taskqueue_exec(module, state) < 0 ||
         pab_cache_exec(module, state) < 0 || pab_sampler_exec(module, state) < 0 ||
-        pab_allocs_exec(module, state) < 0) {
+        pab_allocs_exec(module, state) < 0 || pab_callgrind_exec(module, state) < 0) {
         return -1;
     }
     return 0;

@@ -59,6 +59,7 @@ int pab_taskqueue_exec(PyObject *module, pab_state *state);
 int pab_cache_exec(PyObject *module, pab_state *state);
 int pab_sampler_exec(PyObject *module, pab_state *state);
 int pab_allocs_exec(PyObject *module, pab_state *state);
+int pab_callgrind_exec(PyObject *module, pab_state *state);
 
 #if PY_VERSION_HEX < 0x030A00F0
 static inline PyObject *

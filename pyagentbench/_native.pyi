@@ -179,3 +179,26 @@ class CachedFunction:
     def cache_clear(self) -> None: ...
     @property
     def cache(self) -> Cache: ...
+
+# callgrind.c: instruction counting under valgrind's callgrind (pyagentbench/instruments/callgrind.py)
+
+CALLGRIND_WINDOW_SYMBOL: str
+"""The window function's symbol, for callgrind's --zero-before=/--dump-after= when built without
+valgrind's callgrind.h."""
+
+def callgrind_count(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Optional[dict[str, Any]],
+                    loops: int, name: str, /) -> None:
+    """Call ``fn(*args, **kwargs)`` ``loops`` times with callgrind's counters zeroed just before the
+    calls and dumped just after them under ``name`` (one dump file). Outside valgrind it just makes
+    the calls. fn's exception propagates after the dump."""
+
+def running_on_valgrind() -> bool:
+    """True when this process runs under valgrind."""
+
+def callgrind_instrumentation(on: bool, /) -> None:
+    """Turn callgrind's instrumentation on or off for the whole process (a no-op when built without
+    valgrind's callgrind.h, or outside valgrind)."""
+
+def callgrind_client_requests() -> bool:
+    """True when built with valgrind's callgrind.h (client requests bound the window); False when
+    valgrind must be started with --zero-before=/--dump-after= naming CALLGRIND_WINDOW_SYMBOL."""

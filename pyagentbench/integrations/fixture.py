@@ -90,7 +90,8 @@ class FixtureSettings:
     """What the fixture observes, from command-line options and the ``agentbench`` marker."""
 
     def __init__(self, resources: bool = True, allocs: bool = True, sample_interval: float = 0.001,
-                 usage_calls: int = 5, prices: Mapping[str, Any] | None = None):
+                 usage_calls: int = 5, prices: Mapping[str, Any] | None = None,
+                 instructions: bool = False):
         self.resources = resources
         self.allocs = allocs
         self.sample_interval = sample_interval
@@ -99,6 +100,7 @@ class FixtureSettings:
         self.usage_calls = usage_calls
         #: The --agentbench-prices table: model -> Price.
         self.prices = dict(prices or {})
+        self.instructions = instructions  # count under callgrind instead of timing
 
 
 _BETTER = ("lower", "higher")
@@ -330,6 +332,8 @@ class AgentBenchmark:
         self._claim("agent_benchmark(...)")
         if not self.enabled:
             return _run_once(fn, args, kwargs)
+        if self._settings.instructions:
+            return self._count_instructions(fn, args, kwargs)
         b = self._benchmark
         min_round_time = b._min_time if b._min_time > DEFAULT_MIN_ROUND_TIME else None
         with _gc_paused(b._disable_gc), GCWatch() as gc_watch:
@@ -399,6 +403,8 @@ class AgentBenchmark:
         if not self.enabled:
             call_args, call_kwargs = arguments()
             return _run_once(fn, call_args, call_kwargs)
+        if self._settings.instructions:  # setup runs once: every counted call gets its arguments
+            return self._count_instructions(fn, *arguments())
 
         # Whether fn's results must be awaited, or are streams to consume, is known up front for
         # coroutine, generator and async generator functions; for other callables the first call
@@ -518,6 +524,15 @@ class AgentBenchmark:
             self._phase = "idle"
             if isinstance(runner, _AsyncRounds):
                 runner.close()
+        self._store_rounds(measurement)
+        self._store(metrics)
+        return result
+
+    def _count_instructions(self, fn: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]) -> Any:
+        from .instructions import count_for_fixture  # --agentbench-instructions only
+
+        with _gc_paused(self._benchmark._disable_gc):
+            result, measurement, metrics = count_for_fixture(fn, args, kwargs, self.fullname)
         self._store_rounds(measurement)
         self._store(metrics)
         return result

@@ -80,12 +80,22 @@ class AgentBenchSession:
         self.no_baseline = False
         self.resources = not config.getoption("agentbench_no_resources")
         self.allocs = not config.getoption("agentbench_no_allocs")
+        self.instructions = False  # --agentbench-instructions, in the child under callgrind
+        if config.getoption("agentbench_instructions", False):
+            from .instructions import in_child  # loaded only when asked for
+
+            self.instructions = in_child(config)
         for gate in self.gates:
             name = gate.metric.name
             if name in _RESOURCE_METRICS and not self.resources:
                 raise pytest.UsageError(
                     f"--agentbench-compare-fail: gate {gate} needs resource metrics, which "
                     "--agentbench-no-resources turns off"
+                )
+            if name in _INSTRUCTION_METRICS and not self.instructions:
+                raise pytest.UsageError(
+                    f"--agentbench-compare-fail: gate {gate} compares instruction counts: add "
+                    "--agentbench-instructions (and save the baseline with it too)"
                 )
             if name in _ALLOC_METRICS and not self.allocs:
                 raise pytest.UsageError(
@@ -130,7 +140,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "ignore changes below a floor (default 1 MiB for RSS, 1 KiB for bytes_per_call; set it "
         "with peak_rss:20%%:floor=4MiB). Metrics: peak_rss, process_peak_rss, rss_delta, "
         "cpu_percent, allocs_per_call, bytes_per_call, throughput, error_rate, mean, p50, p95, "
-        "p99, max, ttft, inter_item, llm_calls_per_call, tool_calls_per_call, tokens_per_call, "
+        "p99, max, ttft, inter_item, instructions, est_cycles (--agentbench-instructions), "
+        "llm_calls_per_call, tool_calls_per_call, tokens_per_call, "
         "cost_per_call, cpu_per_call, wait_per_call, gc_pause (docs/agent-metrics.md lists all), "
         "and metric.NAME for agent_benchmark.metric(NAME, ...). A saved run that cannot be read "
         "exits with status 2.",
@@ -157,6 +168,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--agentbench-sample-interval", metavar="DURATION", default="1ms",
         help="interval of the native RSS/CPU sampler during benchmarks (default: 1ms)",
+    )
+    group.addoption(
+        "--agentbench-instructions", action="store_true", default=False,
+        help="run the session again under valgrind's callgrind and record instructions per call "
+        "(instructions_per_call, est_cycles_per_call) instead of timing; deterministic, for gates "
+        "such as instructions:1%%. Needs valgrind (apt-get install valgrind)",
     )
     reports.add_options(group)
     _add_usage_options(group)
@@ -209,6 +226,16 @@ def _usage_options(config: pytest.Config) -> tuple[dict[str, Any], int, list[Any
         except ValueError as exc:
             raise pytest.UsageError(f"--agentbench-columns: {exc}") from None
     return prices, calls, columns
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """--agentbench-instructions: run this pytest again under callgrind and exit with its status."""
+    if not config.getoption("agentbench_instructions", False):
+        return None
+    from .instructions import in_child, rerun_under_callgrind  # loaded only when asked for
+
+    return None if in_child(config) else rerun_under_callgrind(config)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -355,6 +382,7 @@ def _stop_message(errors: list[BaselineError]) -> str:
 _SETTINGS_KEY = pytest.StashKey[dict]()
 _RESOURCE_METRICS = {"peak_rss", "process_peak_rss", "rss_delta", "cpu_percent"}
 _ALLOC_METRICS = {"allocs_per_call", "bytes_per_call"}
+_INSTRUCTION_METRICS = {"instructions", "est_cycles"}
 
 
 def _marker_settings(item: pytest.Item, state: AgentBenchSession) -> dict[str, Any]:
@@ -453,7 +481,7 @@ def _settings(request: pytest.FixtureRequest, state: AgentBenchSession) -> Any:
     values = request.node.stash.get(_SETTINGS_KEY, None)
     if values is None:  # an item collected outside this session's hooks
         values = _marker_settings(request.node, state)
-    return FixtureSettings(**values, prices=state.prices)
+    return FixtureSettings(**values, prices=state.prices, instructions=state.instructions)
 
 
 @pytest.fixture
@@ -462,7 +490,10 @@ def agent_benchmark(benchmark: Any, request: pytest.FixtureRequest) -> Any:
     from .fixture import AgentBenchmark  # the timing machinery loads when a test asks for it
 
     state = request.config.stash[_SESSION_KEY]
-    budgets = request.node.stash.get(_BUDGETS_KEY, [])
+    # Instruction budgets are checked under --agentbench-instructions, and only they are: that run
+    # counts instead of timing.
+    budgets = [b for b in request.node.stash.get(_BUDGETS_KEY, [])
+               if (b.metric.name in _INSTRUCTION_METRICS) == state.instructions]
 
     def on_record(fixture: AgentBenchmark) -> None:
         state.records[fixture.fullname] = dict(fixture.record)
@@ -593,6 +624,8 @@ _COLUMNS: list[tuple[str, tuple[str, ...], Any, bool]] = [
     ("throughput", ("throughput_per_s",), lambda v: format_rate(v, "tasks"), False),
     ("errors", ("error_rate",), _ratio_percent, False),
     ("p99", ("latency_p99_s", "p99_s"), format_duration, True),
+    ("instr/call", ("instructions_per_call",), format_count, False),
+    ("est. cycles/call", ("est_cycles_per_call",), format_count, False),
     ("TTFT", ("ttft_s",), format_duration, False),
     ("inter-item", ("inter_item_s",), format_duration, False),
 ]

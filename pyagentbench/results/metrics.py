@@ -71,6 +71,8 @@ class Metric:
     ``keys`` are the record keys holding it, the first present wins (a load run's latency
     percentile before the timing loop's). ``higher_is_better`` tells which way is a regression.
     ``floor`` is the default absolute floor of a gate on it (0: none), in the metric's unit.
+    ``deterministic`` metrics (callgrind's instruction counts) repeat exactly on the same code, so
+    a change needs no significance test: any change beyond the gate's percentage is real.
     """
 
     name: str
@@ -88,6 +90,7 @@ class Metric:
     #: A metric a test recorded with agent_benchmark.metric(); its direction and unit are in the
     #: record (:func:`resolve_metric`).
     custom: bool = False
+    deterministic: bool = False
 
     @property
     def worse(self) -> str:
@@ -156,6 +159,8 @@ METRICS: dict[str, Metric] = {
         Metric("gc_collections", ("gc_collections",), "count", header="GC runs"),
         Metric("gc_pause", ("gc_pause_s",), "duration", header="GC pause"),
         Metric("gc_pause_max", ("gc_pause_max_s",), "duration"),
+        Metric("instructions", ("instructions_per_call",), "count", deterministic=True),
+        Metric("est_cycles", ("est_cycles_per_call",), "count", deterministic=True),
     )
 }
 

@@ -61,6 +61,7 @@ BUDGETS: dict[str, tuple[str, str]] = {
     "max_gc_pause": ("gc_pause", "max"),
     "max_gc_pause_once": ("gc_pause_max", "max"),
     "max_gc_collections": ("gc_collections", "max"),
+    "max_instructions_per_call": ("instructions", "max"),  # under --agentbench-instructions
 }
 #: The keyword of custom metric budgets: ``metrics={"hit_rate": ">=0.9"}``.
 CUSTOM_BUDGETS = "metrics"

@@ -19,10 +19,10 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from . import clocks, compare, report, runs
+from . import clocks, compare, instructions, report, runs
 
 #: The subcommand modules, in the order ``--help`` lists them.
-COMMANDS = (compare, report, runs, clocks)
+COMMANDS = (compare, report, runs, instructions, clocks)
 
 USAGE_ERROR = 2
 
