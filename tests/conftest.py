@@ -11,29 +11,29 @@ _XDIST_VARIABLES = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_
 
 
 @pytest.fixture(autouse=True)
-def _pytester_runs_are_not_xdist_workers(request, monkeypatch):
-    """Under `pytest -n N` this process is an xdist worker, and pytest-benchmark turns benchmarks
-    off in any pytest that inherits the worker's environment; the suites pytester runs must not."""
+def _child_pytests_run_clean(request, monkeypatch):
+    """Every pytest a test starts (pytester's, or a subprocess) runs as a user's would.
+
+    Under `pytest -n N` this process is an xdist worker, and pytest-benchmark turns benchmarks off
+    in any pytest that inherits the worker's environment; a child must not append its report to
+    the CI job's summary; and plugins the test extra brings along are kept out of children: the
+    hypothesis plugin imports all of hypothesis at the end of every run (about 1 s of CPU), and
+    langsmith's (langchain-core's dependency) costs about 2.4 s at every start. pytest-asyncio
+    warns in every pytest that does not set its loop scope. (pytester clears PYTEST_ADDOPTS when
+    it starts, so it starts first.)"""
+    for name in _XDIST_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     if "pytester" in request.fixturenames:
-        for name in _XDIST_VARIABLES:
-            monkeypatch.delenv(name, raising=False)
-        # A suite pytester runs must not append its report to the CI job's real summary.
-        monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-        if importlib.util.find_spec("pytest_asyncio") is not None:
-            # pytest-asyncio (in the test extra) warns in every pytest that does not set this
-            # option, and those warnings are not ours: the suites pytester runs set it. (pytester
-            # clears PYTEST_ADDOPTS when it starts, so it starts first.)
-            request.getfixturevalue("pytester")
-            addopts = os.environ.get("PYTEST_ADDOPTS", "")
-            monkeypatch.setenv("PYTEST_ADDOPTS",
-                               f"{addopts} -o asyncio_default_fixture_loop_scope=function".strip())
-        if importlib.util.find_spec("_hypothesis_pytestplugin") is not None:
-            # hypothesis's pytest plugin (the test extra installs hypothesis) imports all of
-            # hypothesis at the end of every pytest run, about 1 s of CPU. The suites pytester runs
-            # do not use it; without it there, tests/integrations/test_plugin.py takes 61 s, not 100.
-            request.getfixturevalue("pytester")
-            addopts = os.environ.get("PYTEST_ADDOPTS", "")
-            monkeypatch.setenv("PYTEST_ADDOPTS", f"{addopts} -p no:hypothesispytest".strip())
+        request.getfixturevalue("pytester")
+    options = [os.environ.get("PYTEST_ADDOPTS", "")]
+    if importlib.util.find_spec("pytest_asyncio") is not None:
+        options.append("-o asyncio_default_fixture_loop_scope=function")
+    if importlib.util.find_spec("_hypothesis_pytestplugin") is not None:
+        options.append("-p no:hypothesispytest")
+    if importlib.util.find_spec("langsmith") is not None:
+        options.append("-p no:langsmith_plugin")
+    monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(o for o in options if o))
 
 
 # ---- the sanitizer stage (.ci/run, `nox -s sanitizer`) ----
