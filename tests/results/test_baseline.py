@@ -41,7 +41,8 @@ def run_doc(*entries):
         (b'{"benchmarks": [{"name": "te', "not valid JSON (truncated: it ends at line 1 column 29)"),
         (b"<html>", "not valid JSON (Expecting value at line 1 column 1)"),
         (b"\xff\xfe{}", "not UTF-8 text (byte 0)"),
-        (b"1" * 5000, "not valid JSON (Exceeds the limit (4300 digits) for integer string conversion*"),
+        # CPython words it "(4300 digits)" from 3.11 and "(4300)" in 3.9 and 3.10
+        (b"1" * 5000, "not valid JSON (Exceeds the limit (4300*) for integer string conversion*"),
     ],
 )
 def test_read_document_says_why_a_file_cannot_be_read(tmp_path, raw, problem):
