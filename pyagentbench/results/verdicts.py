@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from .compare import Gate, check_gates
 from .metrics import metric_value
@@ -73,6 +73,22 @@ def budget_verdicts(budgets: Iterable[Budget], record: Mapping[str, Any]) -> lis
     return saved
 
 
+def _gated_values(
+    gates: list[Gate],
+    current: Mapping[str, Mapping[str, Any]],
+    baseline: Mapping[str, Mapping[str, Any]],
+) -> Iterator[tuple[str, Gate, float, float]]:
+    """(test, gate, baseline value, current value) for each gate whose metric both records hold."""
+    for test, record in current.items():
+        base = baseline.get(test)
+        if base is None:
+            continue
+        for gate in gates:
+            now_value, base_value = metric_value(record, gate.metric), metric_value(base, gate.metric)
+            if now_value is not None and base_value is not None:
+                yield test, gate, base_value, now_value
+
+
 def gate_verdicts(
     gates: Iterable[Gate],
     current: Mapping[str, Mapping[str, Any]],
@@ -87,24 +103,17 @@ def gate_verdicts(
     gates = list(gates)
     failed = {(r.test, str(r.gate)) for r in check_gates(gates, current, baseline)}
     verdicts: dict[str, list[dict[str, Any]]] = {}
-    for test, record in current.items():
-        base = baseline.get(test)
-        if base is None:
-            continue
-        for gate in gates:
-            now_value, base_value = metric_value(record, gate.metric), metric_value(base, gate.metric)
-            if now_value is None or base_value is None:
-                continue
-            verdict = FAILED if (test, str(gate)) in failed else PASSED
-            verdicts.setdefault(test, []).append({
-                "gate": str(gate),
-                "metric": gate.metric.name,
-                "baseline": base_value,
-                "now": now_value,
-                "change_percent": _finite(gate.change(base_value, now_value)),
-                "verdict": verdict,
-                "against": against,
-            })
+    for test, gate, base_value, now_value in _gated_values(gates, current, baseline):
+        verdict = FAILED if (test, str(gate)) in failed else PASSED
+        verdicts.setdefault(test, []).append({
+            "gate": str(gate),
+            "metric": gate.metric.name,
+            "baseline": base_value,
+            "now": now_value,
+            "change_percent": _finite(gate.change(base_value, now_value)),
+            "verdict": verdict,
+            "against": against,
+        })
     return verdicts
 
 
@@ -134,18 +143,11 @@ def baseline_changes(
         Change(r.test, r.gate, r.baseline, r.now, _finite(r.change), "regressed")
         for r in check_gates(gates, current, baseline)
     ]
-    for test, record in current.items():
-        base = baseline.get(test)
-        if base is None:
+    for test, gate, base_value, now_value in _gated_values(gates, current, baseline):
+        better = -gate.worsening(base_value, now_value)
+        if better <= 0 or better <= gate.floor or base_value == 0:
             continue
-        for gate in gates:
-            now_value, base_value = metric_value(record, gate.metric), metric_value(base, gate.metric)
-            if now_value is None or base_value is None:
-                continue
-            better = -gate.worsening(base_value, now_value)
-            if better <= 0 or better <= gate.floor or base_value == 0:
-                continue
-            if better / abs(base_value) * 100.0 > gate.percent:
-                changes.append(Change(test, gate, base_value, now_value,
-                                      _finite(gate.change(base_value, now_value)), "improved"))
+        if better / abs(base_value) * 100.0 > gate.percent:
+            changes.append(Change(test, gate, base_value, now_value,
+                                  _finite(gate.change(base_value, now_value)), "improved"))
     return changes
